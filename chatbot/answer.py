@@ -1,0 +1,198 @@
+"""From kept evidence to a cited answer: an LLM through any OpenAI-compatible endpoint,
+or, with no LLM configured, an extractive answer quoting the best supporting sentences.
+
+Only the gate's survivors reach this module; a refusal never calls the LLM.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from chatbot.errors import LLMError
+from chatbot.tokens import get_encoding
+from chatbot.types import Answer, Candidate, Chunk
+
+NO_ANSWER = "NO_ANSWER"
+_CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: tuple[dict, ...]
+    sources: tuple[Chunk, ...]  # sources[i] is [i+1] in the prompt
+
+
+def load_prompts(prompts_dir: str | Path) -> tuple[str, str]:
+    d = Path(prompts_dir)
+    try:
+        return (d / "answer_system.md").read_text(encoding="utf-8"), (d / "answer_user.md").read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise LLMError("(prompt files)", f"missing prompt file {e.filename}; config key 'prompts_dir' is {d}") from None
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    # One pass, so text inside a value ("{{question}}" in a document) is never substituted again.
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def format_source(number: int, chunk: Chunk) -> str:
+    where = " > ".join(x for x in (chunk.title, *chunk.heading_path) if x)
+    body = chunk.text.replace("</source>", "</ source>")  # a document cannot close its own source tag
+    return f'<source id="{number}" from="{where}">\n{body}\n</source>'
+
+
+def build_prompt(question: str, evidence: Sequence[Candidate], system: str, user: str,
+                 max_context_tokens: int, encoding: str = "cl100k_base") -> Prompt:
+    """Numbered sources, best first, as many as fit in `max_context_tokens`."""
+    enc = get_encoding(encoding)
+    blocks: list[str] = []
+    sources: list[Chunk] = []
+    used = 0
+    for cand in evidence:
+        block = format_source(len(sources) + 1, cand.chunk)
+        cost = len(enc.encode_ordinary(block)) + 2
+        if used + cost > max_context_tokens:
+            continue  # a smaller later chunk may still fit
+        blocks.append(block)
+        sources.append(cand.chunk)
+        used += cost
+    user_text = _fill(user, {"sources": "\n\n".join(blocks), "question": question})
+    return Prompt(({"role": "system", "content": system}, {"role": "user", "content": user_text}), tuple(sources))
+
+
+def resolve_citations(text: str, sources: Sequence[Chunk]) -> tuple[str, tuple[Chunk, ...], tuple[str, ...]]:
+    """Renumber citations to the order they are first cited; drop (and report) ones that
+    point at no supplied source. Returns (text, cited chunks, dropped markers)."""
+    order: list[int] = []
+    dropped: list[str] = []
+
+    def replace(m: re.Match) -> str:
+        out = []
+        for part in re.split(r"\s*[,;]\s*", m.group(1)):
+            n = int(part)
+            if 1 <= n <= len(sources):
+                if n not in order:
+                    order.append(n)
+                out.append(f"[{order.index(n) + 1}]")
+            else:
+                dropped.append(f"[{n}]")
+        return "".join(out)
+
+    cleaned = _CITATION.sub(replace, text)
+    cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)
+    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+    return cleaned, tuple(sources[n - 1] for n in order), tuple(dropped)
+
+
+class ChatLLM(Protocol):
+    endpoint: str
+
+    def complete(self, messages: Sequence[dict], max_tokens: int) -> str: ...
+
+
+class OpenAIChat:
+    """Any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp server)."""
+
+    def __init__(self, base_url: str, model: str, api_key: str = "", timeout_s: float = 60.0):
+        self.endpoint = base_url
+        self.model = model
+        self._api_key = api_key
+        self.timeout_s = timeout_s
+        self._client = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIChat(endpoint={self.endpoint!r}, model={self.model!r})"
+
+    @property
+    def client(self):
+        if self._client is None:
+            import openai
+
+            # Local servers need no key, but the client insists on one.
+            self._client = openai.OpenAI(base_url=self.endpoint, api_key=self._api_key or "not-needed",
+                                         timeout=self.timeout_s, max_retries=1)
+        return self._client
+
+    def _reason(self, e: Exception) -> str:
+        import openai
+
+        if isinstance(e, openai.APITimeoutError):
+            return f"no answer within {self.timeout_s:g} s (config key llm_timeout_s)"
+        if isinstance(e, openai.APIConnectionError):
+            return "cannot connect (is the server running? check config key llm_base_url)"
+        if isinstance(e, openai.AuthenticationError):
+            return "the API key was rejected (config key llm_api_key / OPENAI_API_KEY)"
+        if isinstance(e, openai.NotFoundError):
+            return f"model '{self.model}' or path not found (config keys llm_model, llm_base_url)"
+        if isinstance(e, openai.APIStatusError):
+            return f"HTTP {e.status_code} from the server"
+        return f"{type(e).__name__}"
+
+    def complete(self, messages: Sequence[dict], max_tokens: int) -> str:
+        import openai
+
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model, messages=list(messages), max_tokens=max_tokens, temperature=0.0)
+        except openai.OpenAIError as e:
+            raise LLMError(self.endpoint, self._reason(e)) from None
+        try:
+            content = response.choices[0].message.content
+        except (AttributeError, IndexError, TypeError):
+            content = None
+        if not isinstance(content, str) or not content.strip():
+            raise LLMError(self.endpoint, "the reply had no answer text (malformed or empty response)")
+        return content
+
+
+def llm_answer(question: str, evidence: Sequence[Candidate], llm: ChatLLM, system: str, user: str,
+               max_context_tokens: int, max_answer_tokens: int, encoding: str = "cl100k_base") -> Answer | None:
+    """The LLM's cited answer, or None when it says the evidence does not answer the question."""
+    prompt = build_prompt(question, evidence, system, user, max_context_tokens, encoding)
+    reply = llm.complete(prompt.messages, max_answer_tokens).strip()
+    if reply.strip(" .\"'`").upper() == NO_ANSWER:
+        return None
+    text, cited, dropped = resolve_citations(reply, prompt.sources)
+    note = "" if cited else "The model's answer cites none of the sources; treat it with care."
+    return Answer(text=text, cited=cited, mode="llm", dropped_citations=dropped, note=note)
+
+
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9€$£])|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    parts = (p.strip(" \t-*•|") for p in _SENTENCE_SPLIT.split(text))
+    return [p for p in parts if len(p) >= 12 and any(ch.isalpha() for ch in p)]
+
+
+EXTRACTIVE_NOTE = "No LLM is configured, so this answer quotes the most relevant sentences of the evidence."
+
+
+def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Callable[[list[str]], np.ndarray],
+                      max_sentences: int = 3, note: str = EXTRACTIVE_NOTE) -> Answer:
+    """Quote the sentences of the kept chunks closest to the question, each with its citation."""
+    sentences: list[tuple[int, str]] = []
+    for i, cand in enumerate(evidence):
+        sentences.extend((i, s) for s in split_sentences(cand.chunk.text))
+    if not sentences:
+        sentences = [(i, c.chunk.text.strip()) for i, c in enumerate(evidence)]
+    vectors = embed([question] + [s for _, s in sentences])
+    similarity = vectors[1:] @ vectors[0]
+    # Evidence the reranker trusts more gets a head start; within a chunk, semantic closeness decides.
+    p = np.array([evidence[i].p_relevant or 0.0 for i, _ in sentences])
+    score = similarity + 0.25 * p
+    chosen = sorted(np.argsort(-score)[:max_sentences], key=lambda k: (sentences[k][0], k))
+    order: list[int] = []
+    parts = []
+    for k in chosen:
+        chunk_index, sentence = sentences[k]
+        if chunk_index not in order:
+            order.append(chunk_index)
+        parts.append(f"{sentence} [{order.index(chunk_index) + 1}]")
+    return Answer(text=" ".join(parts), cited=tuple(evidence[i].chunk for i in order), mode="extractive", note=note)

@@ -1,0 +1,135 @@
+"""Fit the logit -> p_relevant mapping and choose the floor from labelled outcomes.
+
+Platt scaling and isotonic regression are both fitted on one part of the questions and
+compared by log loss on the other (split by question, never by pair, so one question's
+pairs do not leak across); the winner is refitted on all of them. The floor is then
+chosen on question-level decisions (a question is refused when its best p_relevant is
+below the floor) for a stated target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from chatbot import metrics
+from chatbot.calibration import Calibration
+from chatbot.errors import CalibrationError
+
+
+def fit_platt(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-4, iterations: int = 100) -> tuple[float, float]:
+    """Logistic regression on one feature by Newton's method: p = sigmoid(a * logit + b)."""
+    x = np.column_stack([logits, np.ones_like(logits)]).astype(np.float64)
+    y = labels.astype(np.float64)
+    w = np.zeros(2)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y) + l2 * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(w[0]), float(w[1])
+
+
+def fit_isotonic(logits: np.ndarray, labels: np.ndarray, max_knots: int = 200) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(logits, labels)
+    xs, ys = np.asarray(iso.X_thresholds_), np.asarray(iso.y_thresholds_)
+    if len(xs) > max_knots:  # keep the file small; interpolation between knots is what we use anyway
+        keep = np.unique(np.linspace(0, len(xs) - 1, max_knots).round().astype(int))
+        xs, ys = xs[keep], ys[keep]
+    if len(xs) < 2:
+        xs, ys = np.array([xs[0] - 1.0, xs[0] + 1.0]), np.array([ys[0], ys[0]])
+    return tuple(float(v) for v in xs), tuple(float(v) for v in ys)
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+@dataclass(frozen=True)
+class LabelledQuestion:
+    """What calibration needs of one evaluated question."""
+
+    id: str
+    answerable: bool
+    pair_logits: tuple[float, ...]
+    pair_labels: tuple[int, ...]
+
+
+def _holdout(qid: str, fraction: float) -> bool:
+    return int(hashlib.sha1(qid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def choose_floor(top_p: np.ndarray, answerable: np.ndarray, target_refusal_precision: float | None,
+                 max_false_refusal_rate: float | None) -> float:
+    """The highest floor meeting the target: it refuses as many unanswerable questions as the target allows."""
+    candidates = np.unique(np.concatenate([top_p, top_p + 1e-9, [0.0]]))
+    best = 0.0
+    for floor in candidates:
+        m = metrics.refusal_at_floor(top_p, answerable, float(floor))
+        if max_false_refusal_rate is not None:
+            ok = not (m["false_refusal_rate"] > max_false_refusal_rate)
+        else:
+            ok = np.isnan(m["refusal_precision"]) or m["refusal_precision"] >= target_refusal_precision
+        if ok:
+            best = max(best, float(floor))
+    return min(best, 1.0)
+
+
+def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint: str, *,
+                    target_refusal_precision: float | None = 0.9, max_false_refusal_rate: float | None = None,
+                    holdout_fraction: float = 0.3, notes: dict | None = None) -> tuple[Calibration, dict]:
+    if not questions:
+        raise CalibrationError("no labelled questions to calibrate on")
+    logits = np.array([x for q in questions for x in q.pair_logits], dtype=np.float64)
+    labels = np.array([y for q in questions for y in q.pair_labels], dtype=np.float64)
+    if labels.min(initial=1) == labels.max(initial=0):
+        raise CalibrationError("calibration needs both relevant and irrelevant pairs in the labelled data")
+    held = np.array([_holdout(q.id, holdout_fraction) for q in questions for _ in q.pair_logits])
+    if held.all() or not held.any():
+        held = np.arange(len(labels)) % 3 == 0
+
+    a, b = fit_platt(logits[~held], labels[~held])
+    xs, ys = fit_isotonic(logits[~held], labels[~held])
+    val = {
+        "platt": log_loss(1 / (1 + np.exp(-(a * logits[held] + b))), labels[held]),
+        "isotonic": log_loss(np.interp(logits[held], xs, ys), labels[held]),
+    }
+    method = min(val, key=val.get)
+    if method == "platt":
+        a, b = fit_platt(logits, labels)
+        draft = Calibration(floor=0.0, method="platt", platt_a=a, platt_b=b)
+    else:
+        xs, ys = fit_isotonic(logits, labels)
+        draft = Calibration(floor=0.0, method="isotonic", isotonic_x=xs, isotonic_y=ys)
+
+    top_p = np.array([draft.p_relevant([max(q.pair_logits)])[0] if q.pair_logits else 0.0 for q in questions])
+    answerable = np.array([q.answerable for q in questions], dtype=bool)
+    if (~answerable).any():
+        floor = choose_floor(top_p, answerable, target_refusal_precision, max_false_refusal_rate)
+    else:
+        # No unanswerable questions: the floor can only be set by the false-refusal budget.
+        floor = float(np.quantile(top_p, max_false_refusal_rate if max_false_refusal_rate is not None else 0.05))
+    trade_off = [metrics.refusal_at_floor(top_p, answerable, f)
+                 for f in sorted({0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, round(floor, 4)})]
+    details = {
+        "method": method, "validation_log_loss": val, "n_pairs": int(len(labels)), "n_questions": len(questions),
+        "target": {"refusal_precision": target_refusal_precision, "max_false_refusal_rate": max_false_refusal_rate},
+        "trade_off": trade_off,
+        "ece": metrics.reliability(draft.p_relevant(logits), labels)["ece"],
+        "auroc_top_p": metrics.auroc(top_p[answerable], top_p[~answerable]) if (~answerable).any() else None,
+    }
+    calibration = Calibration(
+        floor=round(floor, 6), method=draft.method, platt_a=draft.platt_a, platt_b=draft.platt_b,
+        isotonic_x=draft.isotonic_x, isotonic_y=draft.isotonic_y, reranker_fingerprint=reranker_fingerprint,
+        notes={**(notes or {}), "fit": {k: v for k, v in details.items() if k != "trade_off"}},
+    )
+    return calibration, details

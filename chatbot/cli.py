@@ -1,0 +1,290 @@
+"""Command line: `chatbot ingest PATH...` and `chatbot ask "question"`.
+
+This is the edge: the only place that composes `chatbot` with `ingest`, reads the
+environment into a Config, and turns domain errors into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from chatbot.config import Config, load_config
+from chatbot.errors import ChatbotError, LLMError
+from chatbot.types import Answer, AskResult, Refusal
+
+REFUSAL_TEXT = "I don't have evidence for that."
+EXIT_ERROR = 2
+EXIT_LLM_FAILED = 3
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("LANCE_LOG", "error")
+    os.environ.setdefault("LANCEDB_LOG", "error")  # the name lancedb's Rust core reads
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _display_path(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
+
+
+def _config(args) -> Config:
+    overrides = {k: getattr(args, k, None) for k in ("db_uri", "table", "reranker", "calibration")}
+    return load_config(args.config or os.environ.get("CHATBOT_CONFIG"), overrides=overrides)
+
+
+def cmd_ingest(args) -> int:
+    from tqdm import tqdm
+
+    from chatbot.embed import Embedder
+    from chatbot.store import ChunkStore
+    from ingest.run import ChunkingSettings, ingest_paths
+
+    config = _config(args)
+    store = ChunkStore(config.db_uri, config.table)
+    embedder = Embedder(config.embedder, config.embed_batch_size)
+    settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+
+    def progress(files, total):
+        return tqdm(files, total=total, unit="file", desc="ingest", disable=args.quiet or None, file=sys.stderr)
+
+    report = ingest_paths(args.paths, store, embedder, settings, progress=progress)
+    for path in report.removed:
+        print(f"removed (no longer on disk): {_display_path(path)}")
+    for path, reason in report.failed:
+        print(f"failed: {_display_path(path)}: {reason}", file=sys.stderr)
+    print(report.summary())
+    print(f"knowledge base: {store.count()} chunks in table '{config.table}' at {config.db_uri}")
+    return 1 if report.failed and not (report.added or report.updated or report.unchanged) else 0
+
+
+def _source_line(number: int, chunk) -> str:
+    where = " > ".join(x for x in (chunk.title, *chunk.heading_path) if x)
+    return f"  [{number}] {where} ({_display_path(chunk.doc_path)})"
+
+
+def format_result(result: AskResult) -> str:
+    out = []
+    outcome = result.outcome
+    if isinstance(outcome, Refusal):
+        out.append(REFUSAL_TEXT)
+        best = f"{outcome.best_p_relevant:.2f}" if outcome.best_p_relevant is not None else "n/a"
+        out.append(f"  {outcome.reason} (best p_relevant {best}, floor {outcome.floor:.2f})")
+        if outcome.near_misses:
+            out.append("  Closest passages, below the evidence floor:")
+            for c in outcome.near_misses:
+                where = " > ".join(x for x in (c.chunk.title, *c.chunk.heading_path) if x)
+                out.append(f"    - {where} ({_display_path(c.chunk.doc_path)}), p_relevant {c.p_relevant:.2f}")
+        return "\n".join(out)
+    assert isinstance(outcome, Answer)
+    out.append(outcome.text)
+    if outcome.note:
+        out.append(f"\n({outcome.note})")
+    if outcome.cited:
+        out.append("\nSources:")
+        out.extend(_source_line(i, chunk) for i, chunk in enumerate(outcome.cited, start=1))
+    if outcome.dropped_citations:
+        out.append(f"\nRemoved citations to sources that were not supplied: {', '.join(outcome.dropped_citations)}")
+    return "\n".join(out)
+
+
+def cmd_ask(args) -> int:
+    from chatbot.pipeline import Pipeline
+    from chatbot.record import ask_record
+
+    config = _config(args)
+    pipeline = Pipeline.from_config(config)
+    question = " ".join(args.question)
+    result = pipeline.ask(question)
+    if args.json:
+        record = ask_record(result, pipeline.fingerprints)
+        record["config"] = config.public_dict()
+        record["trace_id"] = result.trace_id
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+    else:
+        print(format_result(result))
+        if args.timings:
+            print("\nTimings (ms): " + ", ".join(f"{k[:-3]} {v:.0f}" for k, v in result.timings_ms.items()))
+    if result.llm_error:
+        print(f"error: {result.llm_error}. The evidence found is shown above.", file=sys.stderr)
+        return EXIT_LLM_FAILED
+    return 0
+
+
+def _eval_outcomes(args, config: Config, fitting: bool = False):
+    """Ingest a BEIR set into its own table (reused when unchanged) and run its queries."""
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from chatbot.calibration import Calibration
+    from chatbot.evaluate import LabelledQuery, run_queries
+    from chatbot.pipeline import Pipeline
+    from ingest.beir import ingest_corpus, load_beir
+    from ingest.run import ChunkingSettings
+
+    dataset = load_beir(args.dataset, split=args.split)
+    queries = list(dataset.queries)
+    for extra in args.extra_unanswerable or []:
+        other = load_beir(extra, split=None)
+        queries.extend(LabelledQuery(f"extra:{q.id}", q.text, {}, answerable=False) for q in other.queries)
+    if args.limit:
+        # Deterministic, and keeps answerable and unanswerable in their proportions.
+        queries = sorted(queries, key=lambda q: _stable_hash(q.id))[: args.limit]
+    table = args.table or f"eval_{_safe_name(dataset.name)}"
+    config = dataclasses.replace(config, table=table)
+    # Fitting a calibration needs only logits: do not require the (maybe absent) current one.
+    pipeline = Pipeline.from_config(config, calibration=Calibration(floor=0.5) if fitting else None)
+    settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+
+    def progress(rows, total):
+        return tqdm(rows, total=total, unit="doc", desc="ingest corpus", file=sys.stderr, mininterval=2)
+
+    written = ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, settings, progress=progress)
+    print(f"corpus {dataset.corpus_path}: {pipeline.store.count()} chunks in table '{table}'"
+          f"{f' ({written} written)' if written else ' (unchanged, reused)'}", file=sys.stderr)
+    with tqdm(total=len(queries), unit="q", desc="queries", file=sys.stderr, mininterval=2) as bar:
+        outcomes = run_queries(pipeline, queries, on_done=bar.update)
+    return pipeline, outcomes
+
+
+def _stable_hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _safe_name(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def cmd_eval(args) -> int:
+    from chatbot.evaluate import full_report, summary_table, write_plots
+
+    config = _config(args)
+    pipeline, outcomes = _eval_outcomes(args, config)
+    report = full_report(outcomes, pipeline)
+    report["dataset"] = str(args.dataset)
+    report["config"] = config.public_dict()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    plots = write_plots(report, out)
+    print(summary_table(report))
+    print(f"\nreport: {out / 'report.json'}; plots: {', '.join(str(p) for p in plots)}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from chatbot.calibrate import LabelledQuestion, fit_calibration
+
+    config = _config(args)
+    pipeline, outcomes = _eval_outcomes(args, config, fitting=True)
+    questions = [LabelledQuestion(o.query.id, o.query.answerable, o.pair_logits, o.pair_labels) for o in outcomes]
+    notes = {"dataset": str(args.dataset), "extra_unanswerable": args.extra_unanswerable or [],
+             "limit": args.limit, "embedder": pipeline.embedder.fingerprint,
+             "chunking": f"max={config.chunk_max_tokens},overlap={config.chunk_overlap_tokens},{config.tokenizer_encoding}",
+             "pool_size": config.pool_size}
+    calibration, details = fit_calibration(
+        questions, pipeline.reranker.fingerprint,
+        target_refusal_precision=None if args.max_false_refusal_rate is not None else args.target_refusal_precision,
+        max_false_refusal_rate=args.max_false_refusal_rate, notes=notes)
+    print(f"method: {details['method']} (validation log loss: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in details["validation_log_loss"].items()) + ")")
+    print(f"pairs {details['n_pairs']}, questions {details['n_questions']}, ECE {details['ece']:.4f}, "
+          f"AUROC(top p) {details['auroc_top_p'] if details['auroc_top_p'] is None else round(details['auroc_top_p'], 4)}")
+    print(f"\n{'floor':>8}{'refusal prec':>14}{'refusal rec':>13}{'false refusals':>16}{'coverage':>10}")
+    for row in details["trade_off"]:
+        mark = "  <- chosen" if abs(row["floor"] - calibration.floor) < 1e-4 else ""
+        print(f"{row['floor']:>8.3f}{row['refusal_precision']:>14.3f}{row['refusal_recall']:>13.3f}"
+              f"{row['false_refusal_rate']:>16.3f}{row['coverage']:>10.3f}{mark}")
+    calibration.save(args.out)
+    print(f"\ncalibration written to {args.out} (floor {calibration.floor:.4f}, reranker {calibration.reranker_fingerprint})")
+    return 0
+
+
+def _add_dataset_args(p) -> None:
+    p.add_argument("dataset", help="BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/*.tsv")
+    p.add_argument("--split", help="qrels split name (default: the first qrels/*.tsv)")
+    p.add_argument("--extra-unanswerable", action="append", metavar="BEIR_DIR",
+                   help="another set whose queries are asked of this corpus as unanswerable (repeatable)")
+    p.add_argument("--limit", type=int, help="use at most N queries (a fixed, deterministic sample)")
+    p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
+    p.add_argument("--calibration", help="calibration JSON (config key calibration)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatbot", description="Grounded Q&A over your documents.")
+    parser.add_argument("--config", help="TOML config file (default: ./chatbot.toml if present, or $CHATBOT_CONFIG)")
+    parser.add_argument("--db", dest="db_uri", help="LanceDB directory or URI (config key db_uri)")
+    parser.add_argument("--table", help="table name (config key table)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="ingest files or folders into the knowledge base")
+    p.add_argument("paths", nargs="+", help="files or folders (.md .txt .html .pdf .docx)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("ask", help="ask a question; prints a cited answer or a refusal")
+    p.add_argument("question", nargs="+")
+    p.add_argument("--json", action="store_true", help="print the full record: every candidate and score")
+    p.add_argument("--timings", action="store_true", help="print per-stage latency")
+    p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
+    p.add_argument("--calibration", help="calibration JSON (config key calibration)")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("eval", help="measure every stage on a BEIR-format labelled set")
+    _add_dataset_args(p)
+    p.add_argument("--out", default="eval-report", help="folder for report.json and plots")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("calibrate", help="fit p_relevant and the floor on a labelled set")
+    _add_dataset_args(p)
+    p.add_argument("--target-refusal-precision", type=float, default=0.9,
+                   help="choose the highest floor whose refusals are at least this often right (default 0.9)")
+    p.add_argument("--max-false-refusal-rate", type=float,
+                   help="instead: the highest floor that wrongly refuses at most this share of answerable questions")
+    p.add_argument("--out", default="calibration.json", help="calibration file to write")
+    p.set_defaults(func=cmd_calibrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LLMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_LLM_FAILED
+    except ChatbotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

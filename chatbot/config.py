@@ -1,0 +1,152 @@
+"""Configuration: built once at the entry point, then passed down. No module reads it globally.
+
+Sources, later ones winning: defaults < TOML file < environment (CHATBOT_<KEY>, plus the
+usual OPENAI_BASE_URL / OPENAI_API_KEY) < explicit overrides (CLI flags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from chatbot.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+SHIPPED_RERANKER_DIR = PACKAGE_DIR / "resources" / "reranker"
+SHIPPED_RERANKER = "shipped"
+
+
+@dataclass(frozen=True)
+class Config:
+    db_uri: str = ".chatbot/lancedb"  # a local directory, or any LanceDB URI (s3://..., db://...)
+    table: str = "chunks"
+    embedder: str = DEFAULT_EMBEDDER  # sentence-transformers id or local path
+    reranker: str = SHIPPED_RERANKER  # "shipped", a CrossEncoder hub id, or a local path
+    reranker_max_length: int = 256
+    calibration: str = ""  # calibration JSON; empty = the one beside the shipped reranker
+    tokenizer_encoding: str = "cl100k_base"
+    chunk_max_tokens: int = 200
+    chunk_overlap_tokens: int = 30
+    embed_batch_size: int = 32
+    pool_size: int = 40
+    rrf_k: int = 60
+    top_n: int = 5
+    llm_base_url: str = ""  # empty = no LLM: answers are extractive
+    llm_api_key: str = field(default="", repr=False)
+    llm_model: str = ""
+    llm_timeout_s: float = 60.0
+    llm_max_answer_tokens: int = 400
+    context_max_tokens: int = 1800
+    prompts_dir: str = str(REPO_DIR / "prompts")
+    traces: bool = True  # persist a score trace of every question beside the chunks
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_max_tokens", "pool_size", "top_n", "embed_batch_size",
+                     "context_max_tokens", "llm_max_answer_tokens", "reranker_max_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key '{name}' must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.chunk_overlap_tokens < self.chunk_max_tokens:
+            raise ConfigError(
+                "config key 'chunk_overlap_tokens' must be >= 0 and smaller than 'chunk_max_tokens' "
+                f"({self.chunk_max_tokens}), got {self.chunk_overlap_tokens}"
+            )
+        if self.llm_timeout_s <= 0:
+            raise ConfigError(f"config key 'llm_timeout_s' must be positive, got {self.llm_timeout_s}")
+        if not self.db_uri.strip():
+            raise ConfigError("config key 'db_uri' is empty: give a directory or a LanceDB URI")
+
+    @property
+    def llm_enabled(self) -> bool:
+        return bool(self.llm_base_url and self.llm_model)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Everything but secrets, for traces and --json output."""
+        d = dataclasses.asdict(self)
+        d["llm_api_key"] = "***" if self.llm_api_key else ""
+        return d
+
+
+_TYPES: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)}
+_ENV_ALIASES = {"OPENAI_BASE_URL": "llm_base_url", "OPENAI_API_KEY": "llm_api_key"}
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    want = _TYPES[key]
+    if want is bool and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{source}: '{key}' must be true or false, got {value!r}")
+    if isinstance(value, str) and want is not str:
+        try:
+            return want(value.strip())
+        except ValueError:
+            raise ConfigError(f"{source}: '{key}' must be {want.__name__}, got {value!r}") from None
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, want) or isinstance(value, bool) and want is not bool:
+        raise ConfigError(
+            f"{source}: '{key}' must be {want.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _check_keys(values: Mapping[str, Any], source: str) -> None:
+    unknown = sorted(set(values) - set(_TYPES))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+            f"valid keys are: {', '.join(sorted(_TYPES))}"
+        )
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration. `path` None means ./chatbot.toml if present."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+
+    file = Path(path) if path is not None else Path("chatbot.toml")
+    if path is not None and not file.is_file():
+        raise ConfigError(f"config file {file} does not exist")
+    if file.is_file():
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {file} is not valid TOML: {e}") from None
+        section = raw.get("chatbot", raw)
+        if not isinstance(section, dict):
+            raise ConfigError(f"config file {file}: [chatbot] must be a table")
+        _check_keys(section, f"config file {file}")
+        values.update({k: _coerce(k, v, f"config file {file}") for k, v in section.items()})
+
+    for var, key in _ENV_ALIASES.items():
+        if env.get(var):
+            values[key] = env[var]
+    for var, raw_value in env.items():
+        if var.startswith("CHATBOT_") and var != "CHATBOT_CONFIG":
+            key = var[len("CHATBOT_"):].lower()
+            if key not in _TYPES:
+                raise ConfigError(
+                    f"environment variable {var}: unknown key '{key}'; valid keys are: {', '.join(sorted(_TYPES))}"
+                )
+            values[key] = _coerce(key, raw_value, f"environment variable {var}")
+
+    if overrides:
+        _check_keys(overrides, "override")
+        values.update({k: _coerce(k, v, "override") for k, v in overrides.items() if v is not None})
+
+    return Config(**values)

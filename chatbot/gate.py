@@ -1,0 +1,20 @@
+"""The gate: which candidates count as evidence. Decided before any LLM is called."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from chatbot.calibration import Calibration
+from chatbot.types import Candidate, GateResult
+
+
+def apply_gate(reranked: Sequence[Candidate], calibration: Calibration, top_n: int) -> GateResult:
+    """Attach `p_relevant` to every candidate, keep the best `top_n` that clear the floor."""
+    probs = calibration.p_relevant([c.rerank_logit for c in reranked])
+    scored = sorted(
+        (dataclasses.replace(c, p_relevant=float(p)) for c, p in zip(reranked, probs)),
+        key=lambda c: -c.p_relevant,
+    )
+    kept = tuple(c for c in scored if c.p_relevant >= calibration.floor)[:top_n]
+    return GateResult(floor=calibration.floor, top_n=top_n, ranked=tuple(scored), kept=kept)

@@ -1,0 +1,109 @@
+"""Cross-encoder reranking of the whole candidate pool.
+
+We ask the CrossEncoder for raw logits (activation passed explicitly on every call:
+`predict(activation_fn=...)` would otherwise depend on saved config, and setting it
+changes state for later calls). The logit becomes a probability only in `calibration`,
+in float64, because a sigmoid applied in low precision saturates and ties the top scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from chatbot.config import SHIPPED_RERANKER, SHIPPED_RERANKER_DIR
+from chatbot.errors import ModelLoadError
+from chatbot.types import Candidate
+
+
+def resolve_reranker_path(name: str) -> str:
+    if name == SHIPPED_RERANKER:
+        if not (SHIPPED_RERANKER_DIR / "config.json").is_file():
+            raise ModelLoadError(
+                f"the shipped reranker is missing from {SHIPPED_RERANKER_DIR}; reinstall the package, "
+                "or set config key 'reranker' to a CrossEncoder hub id or local path"
+            )
+        return str(SHIPPED_RERANKER_DIR)
+    return name
+
+
+def _only_known_modules(path: str) -> bool:
+    """True when a local model's modules.json names only sentence-transformers' classes and
+    our own (chatbot.*), so allowing "remote code" imports nothing foreign."""
+    modules = Path(path) / "modules.json"
+    if not modules.is_file():
+        return False
+    try:
+        types = [m["type"] for m in json.loads(modules.read_text(encoding="utf-8"))]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return all(t.startswith(("sentence_transformers.", "chatbot.")) for t in types)
+
+
+def model_fingerprint(name: str) -> str:
+    """Identity of a reranker for calibration files: its name, plus its weights' hash when local."""
+    path = Path(resolve_reranker_path(name))
+    weights = next((p for p in (path / "model.safetensors", path / "pytorch_model.bin") if p.is_file()), None)
+    if weights is None:
+        return name
+    digest = hashlib.sha1()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{'shipped' if name == SHIPPED_RERANKER else path.name}:{digest.hexdigest()[:16]}"
+
+
+class Reranker:
+    def __init__(self, name: str, max_length: int = 256, batch_size: int = 16, device: str = "cpu"):
+        self.name = name
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+        self._lock = threading.Lock()
+
+    @cached_property
+    def model(self):
+        with self._lock:
+            if "model" in self.__dict__:
+                return self.__dict__["model"]
+            from sentence_transformers import CrossEncoder
+
+            where = resolve_reranker_path(self.name)
+            try:
+                # str(), not Path: some sentence-transformers versions mis-detect a Path as a hub id.
+                return CrossEncoder(str(where), num_labels=1, max_length=self.max_length, device=self.device,
+                                    trust_remote_code=_only_known_modules(where))
+            except Exception as e:
+                hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
+                raise ModelLoadError(f"cannot load reranker '{self.name}' from {where}{hint}: {e}") from e
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.name)
+
+    def logits(self, question: str, passages: Sequence[str]) -> np.ndarray:
+        if not passages:
+            return np.zeros(0, dtype=np.float32)
+        import torch
+
+        # Longest first so each batch pads to similar lengths.
+        order = sorted(range(len(passages)), key=lambda i: -len(passages[i]))
+        scores = self.model.predict([(question, passages[i]) for i in order], batch_size=self.batch_size,
+                                    activation_fn=torch.nn.Identity(), convert_to_numpy=True,
+                                    show_progress_bar=False)
+        out = np.empty(len(passages), dtype=np.float32)
+        out[order] = np.asarray(scores, dtype=np.float32).reshape(-1)
+        return out
+
+    def rerank(self, question: str, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """Candidates with `rerank_logit` set, best first."""
+        logits = self.logits(question, [c.chunk.context_text for c in candidates])
+        scored = [dataclasses.replace(c, rerank_logit=float(l)) for c, l in zip(candidates, logits)]
+        return sorted(scored, key=lambda c: -c.rerank_logit)

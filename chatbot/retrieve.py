@@ -1,0 +1,113 @@
+"""Hybrid retrieval: LanceDB vector search + BM25 (rank-bm25), fused by reciprocal rank.
+
+RRF is rank-only and carries no confidence, so it only chooses the pool; the floor is
+applied later to the reranker's calibrated probability. Every candidate keeps both
+lists' scores (its cosine distance and BM25 score are filled in even when it came from
+the other list) so the inspection panel can show them all.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from rank_bm25 import BM25Okapi
+
+from chatbot.embed import Embedder
+from chatbot.store import ChunkStore, CorpusSnapshot
+from chatbot.types import Candidate
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# A short English stop list: BM25's idf already discounts common words; these add only noise.
+STOP_WORDS = frozenset("""a an and are as at be but by for from has have how i if in into is it its
+of on or so than that the their them then there these they this to was we were what when where which
+who whom why will with you your do does did can could should would""".split())
+
+
+def bm25_tokens(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
+
+
+def reciprocal_rank_fusion(rankings: list[list[str]], k: int = 60) -> dict[str, float]:
+    fused: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    pool: tuple[Candidate, ...]  # fused, best rrf_score first, at most pool_size
+    vector_ids: tuple[str, ...]  # each list alone, best first (for measuring each stage's lift)
+    bm25_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CorpusIndex:
+    snapshot: CorpusSnapshot
+    bm25: BM25Okapi | None
+    row_of: dict[str, int]
+
+
+class HybridRetriever:
+    def __init__(self, store: ChunkStore, embedder: Embedder, pool_size: int = 40, rrf_k: int = 60):
+        self.store = store
+        self.embedder = embedder
+        self.pool_size = pool_size
+        self.rrf_k = rrf_k
+        self._index: CorpusIndex | None = None
+        self._lock = threading.Lock()
+
+    def index(self) -> CorpusIndex:
+        """The BM25 index of the current table version, rebuilt only when the table changed."""
+        version = self.store.version()
+        current = self._index
+        if current is not None and current.snapshot.version == version:
+            return current
+        with self._lock:
+            if self._index is not None and self._index.snapshot.version == version:
+                return self._index
+            snap = self.store.snapshot()
+            corpus = [bm25_tokens(c.context_text) for c in snap.chunks]
+            bm25 = BM25Okapi(corpus) if corpus else None
+            self._index = CorpusIndex(snap, bm25, {c.id: i for i, c in enumerate(snap.chunks)})
+            return self._index
+
+    def retrieve(self, question: str, query_vector: np.ndarray | None = None) -> Retrieval:
+        index = self.index()
+        chunks = index.snapshot.chunks
+        if not chunks:
+            return Retrieval((), (), ())
+        if query_vector is None:
+            query_vector = self.embedder.embed_query(question)
+        k = self.pool_size
+
+        vector_hits = self.store.vector_search(query_vector, k)
+        vector_ids = [cid for cid, _ in vector_hits if cid in index.row_of]
+
+        tokens = bm25_tokens(question)
+        bm25_scores = index.bm25.get_scores(tokens) if tokens else np.zeros(len(chunks))
+        top = np.argsort(-bm25_scores, kind="stable")[:k]
+        bm25_ids = [chunks[i].id for i in top if bm25_scores[i] > 0]
+
+        fused = reciprocal_rank_fusion([vector_ids, bm25_ids], self.rrf_k)
+        pool = sorted(fused, key=lambda cid: -fused[cid])[:k]
+        vector_rank = {cid: r for r, cid in enumerate(vector_ids, start=1)}
+        bm25_rank = {cid: r for r, cid in enumerate(bm25_ids, start=1)}
+        rows = [index.row_of[cid] for cid in pool]
+        distances = 1.0 - index.snapshot.vectors[rows] @ np.asarray(query_vector, dtype=np.float32)
+        pool_candidates = tuple(
+            Candidate(
+                chunk=chunks[row],
+                vector_distance=float(dist),
+                vector_rank=vector_rank.get(cid),
+                bm25_score=float(bm25_scores[row]),
+                bm25_rank=bm25_rank.get(cid),
+                rrf_score=fused[cid],
+            )
+            for cid, row, dist in zip(pool, rows, distances)
+        )
+        return Retrieval(pool_candidates, tuple(vector_ids), tuple(bm25_ids))

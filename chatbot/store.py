@@ -1,0 +1,201 @@
+"""The chunk store: one LanceDB table of chunks with their embeddings, and a small
+`<table>_meta` table recording which embedder built it.
+
+Replacing a document's chunks is one `merge_insert` (insert the new rows, delete the
+document's rows that are not among them) so a reader never sees a half-replaced document.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from chatbot.errors import EmbedderMismatch, StoreError
+from chatbot.types import Chunk
+
+_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def chunk_schema(dimension: int) -> pa.Schema:
+    return pa.schema([
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("doc_path", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("heading_path", pa.list_(pa.string())),
+        pa.field("position", pa.int32()),
+        pa.field("text", pa.string()),
+        pa.field("token_count", pa.int32()),
+        pa.field("content_hash", pa.string()),
+        pa.field("vector", pa.list_(pa.float32(), dimension)),
+    ])
+
+
+def _row_to_chunk(row: Mapping) -> Chunk:
+    return Chunk(
+        id=row["id"], doc_path=row["doc_path"], title=row["title"] or "",
+        heading_path=tuple(row["heading_path"] or ()), position=int(row["position"]),
+        text=row["text"], token_count=int(row["token_count"]), content_hash=row["content_hash"],
+    )
+
+
+@dataclass(frozen=True)
+class CorpusSnapshot:
+    """Every chunk's text and vector at one table version, for BM25 and vector look-ups."""
+
+    version: int
+    chunks: tuple[Chunk, ...]
+    vectors: np.ndarray  # (n, dim) float32, row i belongs to chunks[i]
+
+
+class ChunkStore:
+    def __init__(self, uri: str, table: str = "chunks"):
+        self.uri = uri
+        self.table_name = table
+        self._db = None
+        self._table = None
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(_REMOTE.match(self.uri))
+
+    @property
+    def db(self):
+        if self._db is None:
+            import lancedb
+
+            try:
+                if not self.is_remote:
+                    Path(self.uri).mkdir(parents=True, exist_ok=True)
+                # Interval 0: a long-running server sees documents another process ingested.
+                self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0))
+            except Exception as e:
+                raise StoreError(f"cannot open the database at '{self.uri}' (config key db_uri): {e}") from e
+        return self._db
+
+    def _open(self, name: str):
+        try:
+            return self.db.open_table(name)
+        except (FileNotFoundError, ValueError):
+            return None
+        except Exception as e:
+            if "not found" in str(e).lower() or "does not exist" in str(e).lower():
+                return None
+            raise StoreError(f"cannot open table '{name}' in '{self.uri}': {e}") from e
+
+    @property
+    def table(self):
+        if self._table is None:
+            self._table = self._open(self.table_name)
+        return self._table
+
+    def exists(self) -> bool:
+        return self.table is not None
+
+    # -- what built the table -------------------------------------------------
+    def _meta(self) -> dict[str, str]:
+        meta = self._open(f"{self.table_name}_meta")
+        if meta is None:
+            return {}
+        return {r["key"]: r["value"] for r in meta.to_arrow().to_pylist()}
+
+    def embedder_fingerprint(self) -> str | None:
+        return self._meta().get("embedder")
+
+    def check_embedder(self, fingerprint: str) -> None:
+        stored = self.embedder_fingerprint()
+        if stored is not None and stored != fingerprint:
+            raise EmbedderMismatch(
+                f"table '{self.table_name}' in '{self.uri}' was built with embedder '{stored}', "
+                f"but the configured embedder is '{fingerprint}'. Set config key 'embedder' back to "
+                f"'{stored}', or ingest into a new table (config key 'table')."
+            )
+
+    def ensure_table(self, embedder_fingerprint: str, dimension: Callable[[], int]) -> None:
+        """Create the table if needed; `dimension` is only called then (it may load a model)."""
+        self.check_embedder(embedder_fingerprint)
+        if self.table is None:
+            self._table = self.db.create_table(self.table_name, schema=chunk_schema(dimension()), exist_ok=True)
+        if self.embedder_fingerprint() is None:
+            rows = [{"key": "embedder", "value": embedder_fingerprint},
+                    {"key": "dimension", "value": json.dumps(self.table.schema.field("vector").type.list_size)}]
+            self.db.create_table(f"{self.table_name}_meta", data=rows, mode="overwrite")
+
+    # -- reads ---------------------------------------------------------------
+    def version(self) -> int:
+        return -1 if self.table is None else int(self.table.version)
+
+    def count(self) -> int:
+        return 0 if self.table is None else int(self.table.count_rows())
+
+    def document_hashes(self) -> dict[str, str]:
+        """doc_path -> content_hash of every stored document."""
+        if self.table is None:
+            return {}
+        t = self._scan(["doc_path", "content_hash"])
+        return dict(zip(t.column("doc_path").to_pylist(), t.column("content_hash").to_pylist()))
+
+    def snapshot(self) -> CorpusSnapshot:
+        if self.table is None:
+            return CorpusSnapshot(-1, (), np.zeros((0, 0), dtype=np.float32))
+        version = int(self.table.version)
+        t = self._scan(None)
+        rows = t.drop_columns(["vector"]).to_pylist()
+        vectors = np.asarray(t.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False),
+                             dtype=np.float32).reshape(len(rows), -1) if rows else np.zeros((0, 0), np.float32)
+        return CorpusSnapshot(version, tuple(_row_to_chunk(r) for r in rows), vectors)
+
+    def _scan(self, columns: list[str] | None) -> pa.Table:
+        query = self.table.search()
+        if columns is not None:
+            query = query.select(columns)
+        return query.limit(None).to_arrow()
+
+    def vector_search(self, query_vector: np.ndarray, limit: int) -> list[tuple[str, float]]:
+        """(chunk id, cosine distance) of the nearest chunks, nearest first."""
+        if self.table is None:
+            return []
+        hits = (self.table.search(np.asarray(query_vector, dtype=np.float32), vector_column_name="vector")
+                .metric("cosine").select(["id", "_distance"]).limit(limit).to_arrow())
+        return list(zip(hits.column("id").to_pylist(), (float(d) for d in hits.column("_distance").to_pylist())))
+
+    # -- writes --------------------------------------------------------------
+    def replace_documents(self, doc_paths: Sequence[str], chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Atomically make `chunks` the whole content of `doc_paths` (a doc with no chunks is removed)."""
+        if self.table is None:
+            raise StoreError("table does not exist yet: call ensure_table first")
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk")
+        rows = pa.Table.from_pylist([
+            {"id": c.id, "doc_path": c.doc_path, "title": c.title, "heading_path": list(c.heading_path),
+             "position": c.position, "text": c.text, "token_count": c.token_count,
+             "content_hash": c.content_hash, "vector": v}
+            for c, v in zip(chunks, np.asarray(vectors, dtype=np.float32))
+        ], schema=self.table.schema)
+        in_docs = "doc_path IN (" + ", ".join(sql_str(p) for p in doc_paths) + ")"
+        (self.table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
+         .when_not_matched_by_source_delete(in_docs).execute(rows))
+
+    def remove_documents(self, doc_paths: Iterable[str]) -> None:
+        paths = list(doc_paths)
+        if self.table is None or not paths:
+            return
+        self.table.delete("doc_path IN (" + ", ".join(sql_str(p) for p in paths) + ")")
+
+    def optimize(self) -> None:
+        """Compact small fragments left by many incremental writes (off the request path)."""
+        if self.table is not None:
+            try:
+                self.table.optimize()
+            except Exception:
+                pass  # compaction is an optimisation; a failure must not fail an ingest

@@ -1,0 +1,103 @@
+"""The shared vocabulary: frozen values that flow from one stage to the next.
+
+Every score is named for what it is; only `p_relevant` (a calibrated probability)
+is ever compared with the floor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+HEADING_SEPARATOR = " > "
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    doc_path: str
+    title: str
+    heading_path: tuple[str, ...]
+    position: int
+    text: str
+    token_count: int
+    content_hash: str
+
+    @property
+    def heading(self) -> str:
+        return HEADING_SEPARATOR.join(self.heading_path)
+
+    @property
+    def context_text(self) -> str:
+        """Text the embedder and the reranker see: where the chunk sits, then what it says.
+
+        The title and headings carry the topic of short chunks ("Refunds: within 30 days").
+        """
+        where = HEADING_SEPARATOR.join((self.title, *self.heading_path)) if self.title else self.heading
+        return f"{where}\n{self.text}" if where else self.text
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A chunk in the candidate pool with the score of every stage it has passed."""
+
+    chunk: Chunk
+    vector_distance: float  # cosine distance of normalised embeddings, 0 = same direction
+    vector_rank: int | None  # 1-based rank in the vector list, None if outside it
+    bm25_score: float
+    bm25_rank: int | None
+    rrf_score: float
+    rerank_logit: float | None = None
+    p_relevant: float | None = None
+
+
+CandidateStatus = Literal["kept", "below_floor", "cut_by_top_n"]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    floor: float
+    top_n: int
+    ranked: tuple[Candidate, ...]  # the whole pool, best p_relevant first
+    kept: tuple[Candidate, ...]
+
+    def status(self, chunk_id: str) -> CandidateStatus:
+        if any(c.chunk.id == chunk_id for c in self.kept):
+            return "kept"
+        cand = next(c for c in self.ranked if c.chunk.id == chunk_id)
+        return "below_floor" if (cand.p_relevant or 0.0) < self.floor else "cut_by_top_n"
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str  # with citation markers [n] renumbered to `cited`
+    cited: tuple[Chunk, ...]  # cited[i] is citation [i+1]
+    mode: Literal["llm", "extractive"]
+    dropped_citations: tuple[str, ...] = ()  # markers the LLM wrote that matched no supplied chunk
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    floor: float
+    best_p_relevant: float | None
+    near_misses: tuple[Candidate, ...]  # best candidates that did not clear the floor
+
+
+Outcome = Union[Answer, Refusal]
+
+
+@dataclass(frozen=True)
+class AskResult:
+    question: str
+    gate: GateResult
+    outcome: Outcome
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    llm_error: str | None = None
+    trace_id: str | None = None
+    trace_error: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        return isinstance(self.outcome, Refusal)

@@ -1,0 +1,4 @@
+"""Turning files into chunks in the store: parse -> chunk -> embed -> write.
+
+`ingest` may use `chatbot`'s store and types; nothing in `chatbot` imports `ingest`.
+"""

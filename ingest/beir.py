@@ -1,0 +1,113 @@
+"""BEIR-format labelled sets (corpus.jsonl, queries.jsonl, qrels/*.tsv) for evaluation,
+calibration and reranker training.
+
+Each corpus row becomes one document with doc_path `beir:<corpus-id>`; re-ingesting an
+unchanged corpus does no work, as for files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from chatbot.embed import Embedder
+from chatbot.errors import ChatbotError
+from chatbot.evaluate import DOC_PREFIX, LabelledQuery
+from chatbot.store import ChunkStore
+from ingest.chunk import ParsedDocument, Section, chunk_document
+from ingest.run import ChunkingSettings
+
+
+class DatasetError(ChatbotError):
+    pass
+
+
+@dataclass(frozen=True)
+class BeirSet:
+    name: str
+    corpus_path: Path
+    queries: tuple[LabelledQuery, ...]
+
+
+def _read_jsonl(path: Path) -> Iterable[dict]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DatasetError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    except FileNotFoundError:
+        raise DatasetError(f"{path} does not exist (a BEIR folder has corpus.jsonl and queries.jsonl)") from None
+
+
+def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: str = "is_impossible") -> BeirSet:
+    """Queries with their relevant corpus ids. Relevance comes from qrels/<split>.tsv (the
+    only or first tsv when `split` is None), or else from a `source_paragraph` field.
+    Queries whose `unanswerable_field` is true are kept as unanswerable; queries with
+    neither label are left out."""
+    root = Path(folder)
+    qrels: dict[str, dict[str, float]] = {}
+    tsvs = sorted((root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
+    if split is not None:
+        tsvs = [t for t in tsvs if t.stem == split]
+        if not tsvs:
+            raise DatasetError(f"{root}/qrels/{split}.tsv does not exist")
+    for tsv in tsvs[:1]:
+        with open(tsv, encoding="utf-8") as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = float(row["score"])
+    queries = []
+    for row in _read_jsonl(root / "queries.jsonl"):
+        qid, text = str(row["_id"]), row["text"]
+        if row.get(unanswerable_field) is True:
+            queries.append(LabelledQuery(qid, text, {}, answerable=False))
+        elif qid in qrels and any(g > 0 for g in qrels[qid].values()):
+            queries.append(LabelledQuery(qid, text, qrels[qid]))
+        elif row.get("source_paragraph"):
+            queries.append(LabelledQuery(qid, text, {str(row["source_paragraph"]): 1.0}))
+    return BeirSet(root.name, root / "corpus.jsonl", tuple(queries))
+
+
+def corpus_documents(corpus_path: Path) -> Iterable[tuple[str, ParsedDocument, str]]:
+    for row in _read_jsonl(corpus_path):
+        title, text = (row.get("title") or "").strip(), (row.get("text") or "").strip()
+        yield str(row["_id"]), ParsedDocument(title, (Section((), text),)), title + "\0" + text
+
+
+def ingest_corpus(corpus_path: Path, store: ChunkStore, embedder: Embedder, settings: ChunkingSettings,
+                  progress: Callable[[Iterable, int], Iterable] | None = None, batch_chunks: int = 1024) -> int:
+    """Ingest a BEIR corpus; returns the number of chunks written (0 when unchanged)."""
+    store.ensure_table(embedder.fingerprint, lambda: embedder.dimension)
+    stored = store.document_hashes()
+    docs: list[str] = []
+    chunks = []
+    written = 0
+    seen = set()
+    rows = list(corpus_documents(corpus_path))
+    for corpus_id, parsed, raw in (progress(rows, len(rows)) if progress else rows):
+        doc_path = DOC_PREFIX + corpus_id
+        seen.add(doc_path)
+        digest = hashlib.sha256(f"{settings.fingerprint}\0{raw}".encode()).hexdigest()
+        if stored.get(doc_path) == digest:
+            continue
+        docs.append(doc_path)
+        chunks.extend(chunk_document(parsed, doc_path, digest, settings.max_tokens, settings.overlap_tokens,
+                                     settings.encoding))
+        if len(chunks) >= batch_chunks:
+            store.replace_documents(docs, chunks, embedder.embed_documents([c.context_text for c in chunks]))
+            written += len(chunks)
+            docs, chunks = [], []
+    if docs:
+        store.replace_documents(docs, chunks, embedder.embed_documents([c.context_text for c in chunks]))
+        written += len(chunks)
+    gone = [p for p in stored if p not in seen]
+    store.remove_documents(gone)
+    if written or gone:
+        store.optimize()
+    return written

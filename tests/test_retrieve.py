@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+from rank_bm25 import BM25Okapi
+
+from chatbot.retrieve import HybridRetriever, bm25_tokens, reciprocal_rank_fusion
+from chatbot.store import ChunkStore
+
+
+def test_rrf_matches_hand_computation():
+    fused = reciprocal_rank_fusion([["a", "b", "c"], ["c", "a"]], k=60)
+    assert fused["a"] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused["b"] == pytest.approx(1 / 62)
+    assert fused["c"] == pytest.approx(1 / 63 + 1 / 61)
+    assert sorted(fused, key=lambda x: -fused[x]) == ["a", "c", "b"]
+
+
+def test_bm25_tokens_lowercase_and_drop_stop_words():
+    assert bm25_tokens("What is the H2's PAYLOAD, in kg?") == ["h2", "s", "payload", "kg"]
+
+
+@pytest.fixture(scope="module")
+def retriever(sample_db, embedder):
+    return HybridRetriever(ChunkStore(sample_db), embedder, pool_size=20, rrf_k=60)
+
+
+def test_pool_carries_both_lists_scores(retriever):
+    pool = retriever.retrieve("How many parking spaces does the Lisbon office have?").pool
+    assert 0 < len(pool) <= 20
+    rrf = [c.rrf_score for c in pool]
+    assert rrf == sorted(rrf, reverse=True)
+    assert all(0.0 <= c.vector_distance <= 2.0 and c.bm25_score >= 0.0 for c in pool)
+    assert any(c.vector_rank is not None for c in pool) and any(c.bm25_rank is not None for c in pool)
+    assert any("12 parking spaces" in c.chunk.text for c in pool[:5])
+
+
+def test_scores_agree_with_reference_implementations(retriever, embedder):
+    question = "expense claim approval limits"
+    retrieval = retriever.retrieve(question)
+    pool = retrieval.pool
+    assert set(retrieval.vector_ids[:3]) <= {c.chunk.id for c in pool}
+    assert set(retrieval.bm25_ids[:3]) <= {c.chunk.id for c in pool}
+    index = retriever.index()
+    reference = BM25Okapi([bm25_tokens(c.context_text) for c in index.snapshot.chunks])
+    ref_scores = reference.get_scores(bm25_tokens(question))
+    q = embedder.embed_query(question)
+    for cand in pool:
+        row = index.row_of[cand.chunk.id]
+        assert cand.bm25_score == pytest.approx(ref_scores[row])
+        exact = 1.0 - float(np.dot(embedder.embed_documents([cand.chunk.context_text])[0], q))
+        assert cand.vector_distance == pytest.approx(exact, abs=1e-4)
+    # LanceDB's own distances agree with the ones we compute for the whole pool.
+    for cid, dist in retriever.store.vector_search(q, 5):
+        cand = next((c for c in pool if c.chunk.id == cid), None)
+        if cand is not None:
+            assert cand.vector_distance == pytest.approx(dist, abs=1e-4)
+
+
+def test_index_is_rebuilt_only_when_table_changes(retriever):
+    first = retriever.index()
+    assert retriever.index() is first
