@@ -67,7 +67,8 @@ def cmd_ingest(args) -> int:
     def progress(files, total):
         return tqdm(files, total=total, unit="file", desc="ingest", disable=args.quiet or None, file=sys.stderr)
 
-    report = ingest_paths(args.paths, store, embedder, settings, progress=progress)
+    full_text_index = config.bm25_backend == "lancedb" or (config.bm25_backend == "auto" and store.is_remote)
+    report = ingest_paths(args.paths, store, embedder, settings, progress=progress, full_text_index=full_text_index)
     for path in report.removed:
         print(f"removed (no longer on disk): {_display_path(path)}")
     for path, reason in report.failed:

@@ -36,6 +36,7 @@ class Config:
     chunk_overlap_tokens: int = 30
     embed_batch_size: int = 32
     pool_size: int = 40
+    bm25_backend: str = "auto"  # "rank_bm25" (in memory), "lancedb" (its full-text index), "auto": lancedb for remote URIs
     rrf_k: int = 60
     top_n: int = 5
     llm_base_url: str = ""  # empty = no LLM: answers are extractive
@@ -59,6 +60,8 @@ class Config:
             )
         if self.llm_timeout_s <= 0:
             raise ConfigError(f"config key 'llm_timeout_s' must be positive, got {self.llm_timeout_s}")
+        if self.bm25_backend not in ("auto", "rank_bm25", "lancedb"):
+            raise ConfigError(f"config key 'bm25_backend' must be 'auto', 'rank_bm25' or 'lancedb', got {self.bm25_backend!r}")
         if not self.db_uri.strip():
             raise ConfigError("config key 'db_uri' is empty: give a directory or a LanceDB URI")
 

@@ -66,7 +66,10 @@ class Pipeline:
         self.calibration = calibration
         self.llm = llm
         self.traces = traces
-        self.retriever = HybridRetriever(store, embedder, config.pool_size, config.rrf_k)
+        backend = config.bm25_backend
+        if backend == "auto":
+            backend = "lancedb" if store.is_remote else "rank_bm25"
+        self.retriever = HybridRetriever(store, embedder, config.pool_size, config.rrf_k, backend)
         self._prompts: tuple[str, str] | None = None
         self._ready_version: int | None = None
 

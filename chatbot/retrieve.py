@@ -53,8 +53,13 @@ class CorpusIndex:
 
 
 class HybridRetriever:
-    def __init__(self, store: ChunkStore, embedder: Embedder, pool_size: int = 40, rrf_k: int = 60):
+    def __init__(self, store: ChunkStore, embedder: Embedder, pool_size: int = 40, rrf_k: int = 60,
+                 bm25_backend: str = "rank_bm25"):
+        """`bm25_backend` "rank_bm25" scores every chunk in memory (exact scores for the whole pool);
+        "lancedb" uses the table's full-text index (for large or remote tables), and then a chunk
+        outside the BM25 top-K has bm25_score 0 and bm25_rank None."""
         self.store = store
+        self.bm25_backend = bm25_backend
         self.embedder = embedder
         self.pool_size = pool_size
         self.rrf_k = rrf_k
@@ -77,12 +82,14 @@ class HybridRetriever:
             return self._index
 
     def retrieve(self, question: str, query_vector: np.ndarray | None = None) -> Retrieval:
+        if query_vector is None:
+            query_vector = self.embedder.embed_query(question)
+        if self.bm25_backend == "lancedb":
+            return self._retrieve_indexed(question, query_vector)
         index = self.index()
         chunks = index.snapshot.chunks
         if not chunks:
             return Retrieval((), (), ())
-        if query_vector is None:
-            query_vector = self.embedder.embed_query(question)
         k = self.pool_size
 
         vector_hits = self.store.vector_search(query_vector, k)
@@ -111,3 +118,22 @@ class HybridRetriever:
             for cid, row, dist in zip(pool, rows, distances)
         )
         return Retrieval(pool_candidates, tuple(vector_ids), tuple(bm25_ids))
+
+    def _retrieve_indexed(self, question: str, query_vector: np.ndarray) -> Retrieval:
+        k = self.pool_size
+        vector_ids = [cid for cid, _ in self.store.vector_search(query_vector, k)]
+        bm25_hits = self.store.full_text_search(question, k) if bm25_tokens(question) else []
+        bm25_ids = [cid for cid, _ in bm25_hits]
+        bm25_score = dict(bm25_hits)
+        fused = reciprocal_rank_fusion([vector_ids, bm25_ids], self.rrf_k)
+        pool = sorted(fused, key=lambda cid: -fused[cid])[:k]
+        chunks, vectors = self.store.chunks_by_id(pool)
+        distances = 1.0 - vectors @ np.asarray(query_vector, dtype=np.float32) if len(chunks) else []
+        vector_rank = {cid: r for r, cid in enumerate(vector_ids, start=1)}
+        bm25_rank = {cid: r for r, cid in enumerate(bm25_ids, start=1)}
+        candidates = tuple(
+            Candidate(chunk=c, vector_distance=float(dist), vector_rank=vector_rank.get(c.id),
+                      bm25_score=bm25_score.get(c.id, 0.0), bm25_rank=bm25_rank.get(c.id), rrf_score=fused[c.id])
+            for c, dist in zip(chunks, distances)
+        )
+        return Retrieval(candidates, tuple(vector_ids), tuple(bm25_ids))

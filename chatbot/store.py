@@ -37,6 +37,7 @@ def chunk_schema(dimension: int) -> pa.Schema:
         pa.field("text", pa.string()),
         pa.field("token_count", pa.int32()),
         pa.field("content_hash", pa.string()),
+        pa.field("search_text", pa.string()),  # title, headings and text: what BM25 indexes
         pa.field("vector", pa.list_(pa.float32(), dimension)),
     ])
 
@@ -155,6 +156,41 @@ class ChunkStore:
                              dtype=np.float32).reshape(len(rows), -1) if rows else np.zeros((0, 0), np.float32)
         return CorpusSnapshot(version, tuple(_row_to_chunk(r) for r in rows), vectors)
 
+    def chunks_by_id(self, ids: Sequence[str]) -> tuple[list[Chunk], np.ndarray]:
+        """Rows for the given ids (in that order, missing ones skipped) and their vectors."""
+        if self.table is None or not ids:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        t = (self.table.search().where("id IN (" + ", ".join(sql_str(i) for i in ids) + ")")
+             .limit(len(ids)).to_arrow())
+        rows = {r["id"]: r for r in t.drop_columns(["vector"]).to_pylist()}
+        vec_of = dict(zip(t.column("id").to_pylist(), t.column("vector").to_pylist()))
+        present = [i for i in ids if i in rows]
+        vectors = np.asarray([vec_of[i] for i in present], dtype=np.float32)
+        return [_row_to_chunk(rows[i]) for i in present], vectors
+
+    def full_text_search(self, query: str, limit: int) -> list[tuple[str, float]]:
+        """(chunk id, BM25 score) from LanceDB's own full-text index, best first."""
+        if self.table is None:
+            return []
+        try:
+            hits = (self.table.search(query, query_type="fts", fts_columns="search_text")
+                    .select(["id", "_score"]).limit(limit).to_arrow())
+        except Exception as e:
+            if "index" in str(e).lower():
+                raise StoreError(f"table '{self.table_name}' has no full-text index: run `chatbot ingest` "
+                                 "again, or set config key bm25_backend to 'rank_bm25'") from e
+            raise
+        return list(zip(hits.column("id").to_pylist(), (float(x) for x in hits.column("_score").to_pylist())))
+
+    def build_full_text_index(self) -> None:
+        """(Re)build the full-text index; run after ingest, never on the request path."""
+        if self.table is None:
+            return
+        from lancedb.index import FTS
+
+        # With an FTS config, the first argument names the text column.
+        self.table.create_index("search_text", config=FTS(), replace=True)
+
     def _scan(self, columns: list[str] | None) -> pa.Table:
         query = self.table.search()
         if columns is not None:
@@ -179,7 +215,7 @@ class ChunkStore:
         rows = pa.Table.from_pylist([
             {"id": c.id, "doc_path": c.doc_path, "title": c.title, "heading_path": list(c.heading_path),
              "position": c.position, "text": c.text, "token_count": c.token_count,
-             "content_hash": c.content_hash, "vector": v}
+             "content_hash": c.content_hash, "search_text": c.context_text, "vector": v}
             for c, v in zip(chunks, np.asarray(vectors, dtype=np.float32))
         ], schema=self.table.schema)
         in_docs = "doc_path IN (" + ", ".join(sql_str(p) for p in doc_paths) + ")"

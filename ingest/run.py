@@ -93,7 +93,9 @@ def ingest_paths(
     *,
     batch_chunks: int = 512,
     progress: Callable[[Iterable, int], Iterable] | None = None,
+    full_text_index: bool = False,
 ) -> IngestReport:
+    """`full_text_index`: also (re)build LanceDB's full-text index, for the "lancedb" BM25 backend."""
     started = time.perf_counter()
     report = IngestReport()
     files, folders, failures = discover([Path(p) for p in paths])
@@ -157,6 +159,8 @@ def ingest_paths(
         report.removed.extend(gone)
     if report.chunks_written or gone:
         store.optimize()
+        if full_text_index:
+            store.build_full_text_index()
     report.total_seconds = time.perf_counter() - started
     return report
 

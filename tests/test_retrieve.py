@@ -58,3 +58,23 @@ def test_scores_agree_with_reference_implementations(retriever, embedder):
 def test_index_is_rebuilt_only_when_table_changes(retriever):
     first = retriever.index()
     assert retriever.index() is first
+
+
+def test_lancedb_full_text_backend_finds_the_same_evidence(tmp_path, embedder):
+    from ingest.run import ingest_paths
+    from tests.helpers import SAMPLE_KB
+
+    store = ChunkStore(str(tmp_path / "db"))
+    ingest_paths([SAMPLE_KB / "office-guide.html", SAMPLE_KB / "expense-policy.md"], store, embedder,
+                 full_text_index=True)
+    question = "How many parking spaces does the Lisbon office have?"
+    indexed = HybridRetriever(store, embedder, pool_size=10, bm25_backend="lancedb").retrieve(question)
+    in_memory = HybridRetriever(store, embedder, pool_size=10).retrieve(question)
+    assert indexed.vector_ids == in_memory.vector_ids
+    assert indexed.bm25_ids[0] == in_memory.bm25_ids[0]
+    assert any("12 parking spaces" in c.chunk.text for c in indexed.pool[:3])
+    by_id = {c.chunk.id: c for c in in_memory.pool}
+    for cand in indexed.pool:
+        if cand.chunk.id in by_id:
+            assert cand.vector_distance == pytest.approx(by_id[cand.chunk.id].vector_distance, abs=1e-5)
+        assert (cand.bm25_rank is None) == (cand.bm25_score == 0.0)
