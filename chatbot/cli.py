@@ -225,6 +225,90 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def _is_validation(key: str, fraction: float) -> bool:
+    return int(_stable_hash(key)[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def cmd_train_reranker(args) -> int:
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from chatbot.calibration import Calibration
+    from chatbot.evaluate import document_id
+    from chatbot.pipeline import Pipeline
+    from chatbot.train import TrainingExample, TrainSettings, ValidationQuery, train, validate, write_training_report
+    from ingest.beir import ingest_corpus, load_beir
+    from ingest.run import ChunkingSettings
+
+    config = _config(args)
+    settings = TrainSettings(layers=args.layers, max_length=args.max_length, steps=args.steps,
+                             max_minutes=args.max_minutes, seed=args.seed, head=args.head, lr=args.lr,
+                             group_size=args.group_size, threads=args.threads)
+    chunking = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+    examples: list[TrainingExample] = []
+    validation: list[ValidationQuery] = []
+    for folder in args.datasets:
+        dataset = load_beir(folder, split=args.split)
+        table_config = dataclasses.replace(config, table=f"eval_{_safe_name(dataset.name)}")
+        # Mining pools needs retrieval only: no reranker is loaded, no calibration is read.
+        pipeline = Pipeline.from_config(table_config, calibration=Calibration(floor=0.5))
+        ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, chunking,
+                      progress=lambda rows, total: tqdm(rows, total=total, unit="doc", desc=f"ingest {dataset.name}",
+                                                        file=sys.stderr, mininterval=2))
+        snapshot = pipeline.retriever.index().snapshot
+        first_chunk = {}
+        for c in snapshot.chunks:
+            doc = document_id(c.doc_path)
+            if doc not in first_chunk or c.position < first_chunk[doc].position:
+                first_chunk[doc] = c
+        queries = list(dataset.queries)
+        if args.limit:
+            queries = sorted(queries, key=lambda q: _stable_hash(q.id))[: args.limit]
+        vectors = pipeline.embedder.embed_documents([q.text for q in queries])
+        n_train = n_val = 0
+        for q, vec in tqdm(list(zip(queries, vectors)), desc=f"mine pools {dataset.name}", unit="q", file=sys.stderr,
+                           mininterval=2):
+            # Questions about the same passage stay on one side of the split.
+            key = min(q.relevant) if q.relevant else q.id
+            pool = pipeline.retriever.retrieve(q.text, vec).pool
+            relevant = [q.relevant.get(document_id(c.chunk.doc_path), 0) > 0 for c in pool]
+            if _is_validation(f"{dataset.name}:{key}", args.validation_fraction):
+                validation.append(ValidationQuery(q.text, tuple(c.chunk.context_text for c in pool),
+                                                  tuple(relevant), q.answerable))
+                n_val += 1
+            elif q.answerable:
+                positives = [c.chunk.context_text for c, r in zip(pool, relevant) if r]
+                if not positives:
+                    positives = [first_chunk[d].context_text for d in q.relevant if d in first_chunk]
+                negatives = [c.chunk.context_text for c, r in zip(pool, relevant) if not r]
+                if positives and negatives:
+                    examples.append(TrainingExample(q.text, tuple(positives), tuple(negatives)))
+                    n_train += 1
+        print(f"{dataset.name}: {n_train} training questions, {n_val} validation questions", file=sys.stderr)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=settings.steps, desc="train", unit="step", file=sys.stderr, mininterval=2) as bar:
+        def on_step(step, loss):
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            bar.update(0)
+
+        model, summary = train(examples, settings, out, resume=args.resume, on_step=on_step)
+    report = validate(model, validation, settings.max_length) if validation else None
+    write_training_report(out, summary, report)
+    print(f"trained {summary['steps']} steps in {summary['minutes']} min; final loss {summary['final_loss_ema']:.3f} "
+          f"(chance {summary['chance_loss']:.3f}); model in {out}")
+    if report:
+        print(f"validation ({report['n_answerable']} answerable, {report['n_unanswerable']} unanswerable):")
+        for name in ("ndcg@10", "hit@1", "hit@5"):
+            print(f"  {name:<8} fused {report['fused'][name]:.3f}  reranked {report['reranked'][name]:.3f}")
+        if report["auroc_top_logit"] is not None:
+            print(f"  AUROC of the top logit, answerable vs not: {report['auroc_top_logit']:.3f}")
+    return 0
+
+
 def _add_dataset_args(p) -> None:
     p.add_argument("dataset", help="BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/*.tsv")
     p.add_argument("--split", help="qrels split name (default: the first qrels/*.tsv)")
@@ -268,6 +352,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: the highest floor that wrongly refuses at most this share of answerable questions")
     p.add_argument("--out", default="calibration.json", help="calibration file to write")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("train-reranker", help="fine-tune a cross-encoder on BEIR-format labelled data")
+    p.add_argument("datasets", nargs="+", help="BEIR-format folders (corpus.jsonl, queries.jsonl, qrels/)")
+    p.add_argument("--out", required=True, help="folder for the trained model, checkpoints and report")
+    p.add_argument("--split", help="qrels split (default: the first qrels/*.tsv)")
+    p.add_argument("--validation-fraction", type=float, default=0.2, help="questions held out (by passage)")
+    p.add_argument("--head", default="segment-cosine", choices=["segment-cosine", "classification"])
+    p.add_argument("--layers", type=int, default=3, help="transformer layers kept from the base model")
+    p.add_argument("--max-length", type=int, default=192)
+    p.add_argument("--group-size", type=int, default=8, help="1 positive + N-1 hard negatives per question")
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop early after this long (0 = no cap)")
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--limit", type=int, help="at most N questions per dataset (quick runs)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.set_defaults(func=cmd_train_reranker)
     return parser
 
 

@@ -1,0 +1,223 @@
+"""Fine-tune a cross-encoder reranker on a CPU: listwise loss over hard negatives.
+
+Each training group is one question, one relevant passage and G-1 irrelevant passages mined
+from the project's own hybrid retrieval pool (the mistakes the reranker must fix). The
+loss is softmax cross-entropy with the relevant passage as the target. Questions with no
+answer in the corpus are NOT in the ranking loss: "the most relevant-looking passage" is
+what ranking must learn, and answerability is judged later, on calibrated scores.
+
+The default model is a segment-cosine cross-encoder (see `chatbot.cross_encoder`) cut to a
+few layers of the packaged all-MiniLM-L6-v2: it starts from a working scoring function,
+which is what makes CPU-scale training converge. Runs are seeded, checkpointed and resumable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from chatbot import metrics
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    question: str
+    positives: tuple[str, ...]  # passages (as the reranker sees them) that answer the question
+    negatives: tuple[str, ...]  # hard negatives, best-looking first (the retrieval pool's order)
+
+
+@dataclass(frozen=True)
+class ValidationQuery:
+    question: str
+    pool: tuple[str, ...]  # the fused pool, in fused order
+    relevant: tuple[bool, ...]  # per pool entry
+    answerable: bool = True
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    base: str = "sentence-transformers/all-MiniLM-L6-v2"
+    head: str = "segment-cosine"  # or "classification" (a plain CrossEncoder head)
+    layers: int = 3
+    max_length: int = 192
+    group_size: int = 8
+    groups_per_step: int = 4
+    steps: int = 1200
+    max_minutes: float = 0.0  # 0 = no time cap
+    lr: float = 3e-5
+    head_lr: float = 1e-3
+    warmup_steps: int = 50
+    hard_fraction: float = 0.5  # share of negatives drawn from the top of the pool
+    checkpoint_every: int = 100
+    seed: int = 0
+    threads: int = 0  # 0 = torch's default
+
+
+def build_model(settings: TrainSettings):
+    from chatbot.embed import resolve_embedder_path
+
+    base = resolve_embedder_path(settings.base)
+    if settings.head == "segment-cosine":
+        from chatbot.cross_encoder import build_segment_cosine_cross_encoder
+
+        return build_segment_cosine_cross_encoder(base, settings.layers, settings.max_length)
+    if settings.head == "classification":
+        from sentence_transformers import CrossEncoder
+
+        ce = CrossEncoder(str(base), num_labels=1, max_length=settings.max_length, device="cpu")
+        bert = ce.model.bert if hasattr(ce.model, "bert") else ce[0].model.bert
+        bert.encoder.layer = bert.encoder.layer[: settings.layers]
+        bert.config.num_hidden_layers = settings.layers
+        return ce
+    raise ValueError(f"unknown head {settings.head!r}: use 'segment-cosine' or 'classification'")
+
+
+def _scores(ce, features) -> "torch.Tensor":  # noqa: F821
+    out = ce(dict(features))
+    if isinstance(out, dict):
+        return out["scores"].reshape(-1)
+    return out.logits.reshape(-1)
+
+
+def _sample_group(example: TrainingExample, settings: TrainSettings, rng: random.Random) -> list[str]:
+    k = settings.group_size - 1
+    n_hard = min(len(example.negatives), int(round(k * settings.hard_fraction)))
+    hard = list(example.negatives[:n_hard])
+    rest_pool = list(example.negatives[n_hard:])
+    rest = rng.sample(rest_pool, min(k - n_hard, len(rest_pool)))
+    negatives = (hard + rest)[:k]
+    while len(negatives) < k:  # a thin pool: repeat negatives rather than shrink the group
+        negatives.append(rng.choice(example.negatives))
+    return [rng.choice(example.positives)] + negatives
+
+
+def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size: int = 32) -> dict:
+    """nDCG@10 / hit@1 / hit@5 of the reranked pool against the fused order; AUROC of the top logit."""
+    import torch
+
+    fused = {"ndcg@10": [], "hit@1": [], "hit@5": []}
+    reranked = {"ndcg@10": [], "hit@1": [], "hit@5": []}
+    top_pos, top_neg = [], []
+    for q in queries:
+        if not q.pool:
+            continue
+        logits = ce.predict([(q.question, p) for p in q.pool], batch_size=batch_size,
+                            activation_fn=torch.nn.Identity(), convert_to_numpy=True,
+                            show_progress_bar=False).reshape(-1)
+        (top_pos if q.answerable else top_neg).append(float(logits.max()))
+        if not q.answerable:
+            continue
+        ids = [str(i) for i in range(len(q.pool))]
+        rel = {str(i): 1.0 for i, r in enumerate(q.relevant) if r}
+        order = [ids[i] for i in np.argsort(-logits, kind="stable")]
+        for name, k in (("ndcg@10", 10), ("hit@1", 1), ("hit@5", 5)):
+            fn = metrics.ndcg_at if name.startswith("ndcg") else metrics.hit_at
+            fused[name].append(fn(ids, rel, k))
+            reranked[name].append(fn(order, rel, k))
+    report = {"n_answerable": len(top_pos), "n_unanswerable": len(top_neg),
+              "fused": {k: float(np.mean(v)) if v else None for k, v in fused.items()},
+              "reranked": {k: float(np.mean(v)) if v else None for k, v in reranked.items()}}
+    report["auroc_top_logit"] = metrics.auroc(top_pos, top_neg) if top_pos and top_neg else None
+    return report
+
+
+def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir: Path, *,
+          resume: bool = False, on_step: Callable[[int, float], None] | None = None):
+    """Train and save the model to `out_dir`; checkpoints go to `out_dir/checkpoint`."""
+    import torch
+    import torch.nn.functional as F
+
+    if not examples:
+        raise ValueError("no training examples")
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    out_dir = Path(out_dir)
+    checkpoint = out_dir / "checkpoint"
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    start_step = 0
+    if resume and (checkpoint / "state.pt").is_file():
+        from sentence_transformers import CrossEncoder
+
+        ce = CrossEncoder(str(checkpoint), device="cpu", max_length=settings.max_length, trust_remote_code=True)
+        state = torch.load(checkpoint / "state.pt", weights_only=False)
+        start_step = state["step"]
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+    else:
+        ce = build_model(settings)
+        state = None
+    head_params = list(ce[1].parameters()) if settings.head == "segment-cosine" else [
+        p for n, p in ce.named_parameters() if "classifier" in n or "pooler" in n]
+    head_ids = {id(p) for p in head_params}
+    body_params = [p for p in ce.parameters() if id(p) not in head_ids]
+    optimizer = torch.optim.AdamW([{"params": body_params, "lr": settings.lr},
+                                   {"params": head_params, "lr": settings.head_lr}], weight_decay=0.01)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    base_lrs = [settings.lr, settings.head_lr]
+    tokenizer = ce.tokenizer
+    order: list[int] = state["order"] if state is not None else []
+
+    def save_checkpoint(step: int) -> None:
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        ce.save_pretrained(str(checkpoint))
+        torch.save({"step": step, "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                    "optimizer": optimizer.state_dict(), "order": order,
+                    "settings": asdict(settings)}, checkpoint / "state.pt")
+
+    ce.train()
+    started = time.time()
+    step = start_step
+    loss_ema = None
+    while step < settings.steps:
+        if settings.max_minutes and time.time() - started > settings.max_minutes * 60:
+            break
+        texts_q, texts_p = [], []
+        for _ in range(settings.groups_per_step):
+            if not order:
+                order = list(range(len(examples)))
+                rng.shuffle(order)
+            example = examples[order.pop()]
+            group = _sample_group(example, settings, rng)
+            texts_q += [example.question] * len(group)
+            texts_p += group
+        features = tokenizer(texts_q, texts_p, truncation="only_second", max_length=settings.max_length,
+                             padding=True, return_tensors="pt")
+        scores = _scores(ce, features).view(settings.groups_per_step, settings.group_size)
+        loss = F.cross_entropy(scores, torch.zeros(settings.groups_per_step, dtype=torch.long))
+        warm = min(1.0, (step + 1) / settings.warmup_steps)
+        decay = max(0.05, 1.0 - step / settings.steps)
+        for group_, base in zip(optimizer.param_groups, base_lrs):
+            group_["lr"] = base * warm * decay
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ce.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        loss_ema = loss.item() if loss_ema is None else 0.97 * loss_ema + 0.03 * loss.item()
+        if on_step is not None:
+            on_step(step, loss_ema)
+        if settings.checkpoint_every and step % settings.checkpoint_every == 0:
+            ce.eval()
+            save_checkpoint(step)
+            ce.train()
+    ce.eval()
+    save_checkpoint(step)
+    ce.save_pretrained(str(out_dir))
+    summary = {"steps": step, "minutes": round((time.time() - started) / 60, 2), "final_loss_ema": loss_ema,
+               "chance_loss": math.log(settings.group_size), "settings": asdict(settings),
+               "examples": len(examples)}
+    return ce, summary
+
+
+def write_training_report(out_dir: Path, summary: dict, validation: dict | None) -> None:
+    (Path(out_dir) / "training_report.json").write_text(
+        json.dumps({**summary, "validation": validation}, indent=2) + "\n", encoding="utf-8")
