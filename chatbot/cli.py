@@ -144,10 +144,17 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
     from ingest.run import ChunkingSettings
 
     dataset = load_beir(args.dataset, split=args.split)
-    queries = list(dataset.queries)
+    held_out = args.held_out_fraction
+
+    def keep(name: str, q) -> bool:
+        # The same split as train-reranker's validation: measure only on questions it never trained on.
+        return not held_out or _is_validation(f"{name}:{_split_key(q)}", held_out)
+
+    queries = [q for q in dataset.queries if keep(dataset.name, q)]
     for extra in args.extra_unanswerable or []:
         other = load_beir(extra, split=None)
-        queries.extend(LabelledQuery(f"extra:{q.id}", q.text, {}, answerable=False) for q in other.queries)
+        queries.extend(LabelledQuery(f"extra:{q.id}", q.text, {}, answerable=False)
+                       for q in other.queries if keep(other.name, q))
     if args.limit:
         # Deterministic, and keeps answerable and unanswerable in their proportions.
         queries = sorted(queries, key=lambda q: _stable_hash(q.id))[: args.limit]
@@ -225,6 +232,11 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def _split_key(query) -> str:
+    """Questions about the same passage stay on one side of a train/validation split."""
+    return min(query.relevant) if query.relevant else query.id
+
+
 def _is_validation(key: str, fraction: float) -> bool:
     return int(_stable_hash(key)[:8], 16) / 0xFFFFFFFF < fraction
 
@@ -269,11 +281,9 @@ def cmd_train_reranker(args) -> int:
         n_train = n_val = 0
         for q, vec in tqdm(list(zip(queries, vectors)), desc=f"mine pools {dataset.name}", unit="q", file=sys.stderr,
                            mininterval=2):
-            # Questions about the same passage stay on one side of the split.
-            key = min(q.relevant) if q.relevant else q.id
             pool = pipeline.retriever.retrieve(q.text, vec).pool
             relevant = [q.relevant.get(document_id(c.chunk.doc_path), 0) > 0 for c in pool]
-            if _is_validation(f"{dataset.name}:{key}", args.validation_fraction):
+            if _is_validation(f"{dataset.name}:{_split_key(q)}", args.validation_fraction):
                 validation.append(ValidationQuery(q.text, tuple(c.chunk.context_text for c in pool),
                                                   tuple(relevant), q.answerable))
                 n_val += 1
@@ -315,6 +325,8 @@ def _add_dataset_args(p) -> None:
     p.add_argument("--extra-unanswerable", action="append", metavar="BEIR_DIR",
                    help="another set whose queries are asked of this corpus as unanswerable (repeatable)")
     p.add_argument("--limit", type=int, help="use at most N queries (a fixed, deterministic sample)")
+    p.add_argument("--held-out-fraction", type=float, default=0.0,
+                   help="use only the questions train-reranker held out with this --validation-fraction")
     p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
     p.add_argument("--calibration", help="calibration JSON (config key calibration)")
 

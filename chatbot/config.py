@@ -35,7 +35,7 @@ class Config:
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 30
     embed_batch_size: int = 32
-    pool_size: int = 40
+    pool_size: int = 30  # the reranker's cost grows with it: 30 keeps a question near a second on 2 cores
     bm25_backend: str = "auto"  # "rank_bm25" (in memory), "lancedb" (its full-text index), "auto": lancedb for remote URIs
     rrf_k: int = 60
     top_n: int = 5

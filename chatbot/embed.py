@@ -6,7 +6,6 @@ network. Any other sentence-transformers hub id or local path is passed through 
 
 from __future__ import annotations
 
-import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from chatbot.errors import ModelLoadError
+from chatbot.lazy import Lazy
 
 _PACKAGED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
@@ -34,21 +34,21 @@ class Embedder:
         self.name = name
         self.batch_size = batch_size
         self.device = device
-        self._lock = threading.Lock()
+        self._model = Lazy(self._load)
 
-    @cached_property
+    @property
     def model(self):
-        with self._lock:
-            if "model" in self.__dict__:  # another thread built it while we waited
-                return self.__dict__["model"]
-            from sentence_transformers import SentenceTransformer
+        return self._model.get()
 
-            where = resolve_embedder_path(self.name)
-            try:
-                return SentenceTransformer(where, device=self.device)
-            except Exception as e:
-                hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
-                raise ModelLoadError(f"cannot load embedder '{self.name}' from {where}{hint}: {e}") from e
+    def _load(self):
+        from sentence_transformers import SentenceTransformer
+
+        where = resolve_embedder_path(self.name)
+        try:
+            return SentenceTransformer(where, device=self.device)
+        except Exception as e:
+            hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
+            raise ModelLoadError(f"cannot load embedder '{self.name}' from {where}{hint}: {e}") from e
 
     @cached_property
     def dimension(self) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +19,7 @@ import numpy as np
 
 from chatbot.config import SHIPPED_RERANKER, SHIPPED_RERANKER_DIR
 from chatbot.errors import ModelLoadError
+from chatbot.lazy import Lazy
 from chatbot.types import Candidate
 
 
@@ -66,23 +66,23 @@ class Reranker:
         self.max_length = max_length
         self.batch_size = batch_size
         self.device = device
-        self._lock = threading.Lock()
+        self._model = Lazy(self._load)
 
-    @cached_property
+    @property
     def model(self):
-        with self._lock:
-            if "model" in self.__dict__:
-                return self.__dict__["model"]
-            from sentence_transformers import CrossEncoder
+        return self._model.get()
 
-            where = resolve_reranker_path(self.name)
-            try:
-                # str(), not Path: some sentence-transformers versions mis-detect a Path as a hub id.
-                return CrossEncoder(str(where), num_labels=1, max_length=self.max_length, device=self.device,
-                                    trust_remote_code=_only_known_modules(where))
-            except Exception as e:
-                hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
-                raise ModelLoadError(f"cannot load reranker '{self.name}' from {where}{hint}: {e}") from e
+    def _load(self):
+        from sentence_transformers import CrossEncoder
+
+        where = resolve_reranker_path(self.name)
+        try:
+            # str(), not Path: some sentence-transformers versions mis-detect a Path as a hub id.
+            return CrossEncoder(str(where), num_labels=1, max_length=self.max_length, device=self.device,
+                                trust_remote_code=_only_known_modules(where))
+        except Exception as e:
+            hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
+            raise ModelLoadError(f"cannot load reranker '{self.name}' from {where}{hint}: {e}") from e
 
     @cached_property
     def fingerprint(self) -> str:

@@ -14,7 +14,7 @@ class CountingEmbedder(Embedder):
 
     def __init__(self, shared: Embedder):
         super().__init__(shared.name)
-        self.__dict__["model"] = shared.model  # reuse the loaded model
+        self._model = shared._model  # reuse the loaded model
         self.embedded = 0
 
     def embed_documents(self, texts):
