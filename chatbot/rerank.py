@@ -78,8 +78,11 @@ class Reranker:
         where = resolve_reranker_path(self.name)
         try:
             # str(), not Path: some sentence-transformers versions mis-detect a Path as a hub id.
+            import torch
+
+            # fp32 even when weights are stored in fp16: CPU half-precision is slow and saturates scores.
             return CrossEncoder(str(where), num_labels=1, max_length=self.max_length, device=self.device,
-                                trust_remote_code=_only_known_modules(where))
+                                trust_remote_code=_only_known_modules(where), model_kwargs={"dtype": torch.float32})
         except Exception as e:
             hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
             raise ModelLoadError(f"cannot load reranker '{self.name}' from {where}{hint}: {e}") from e

@@ -58,6 +58,7 @@ class TrainSettings:
     checkpoint_every: int = 100
     seed: int = 0
     threads: int = 0  # 0 = torch's default
+    fp16_storage: bool = True  # the final model's weights on disk; inference upcasts to fp32
 
 
 def build_model(settings: TrainSettings):
@@ -212,10 +213,29 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
     ce.eval()
     save_checkpoint(step)
     ce.save_pretrained(str(out_dir))
+    if settings.fp16_storage:
+        compact_weights(out_dir)
     summary = {"steps": step, "minutes": round((time.time() - started) / 60, 2), "final_loss_ema": loss_ema,
                "chance_loss": math.log(settings.group_size), "settings": asdict(settings),
                "examples": len(examples)}
     return ce, summary
+
+
+def compact_weights(model_dir: Path) -> int:
+    """Store a saved model's float weights as fp16 (half the size); `Reranker` loads them back
+    as fp32, so inference keeps fp32 arithmetic. Returns the number of files converted."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    converted = 0
+    for path in Path(model_dir).rglob("*.safetensors"):
+        if "checkpoint" in path.relative_to(model_dir).parts:
+            continue
+        tensors = load_file(str(path))
+        half = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        save_file(half, str(path), metadata={"format": "pt"})
+        converted += 1
+    return converted
 
 
 def write_training_report(out_dir: Path, summary: dict, validation: dict | None) -> None:
