@@ -1,4 +1,4 @@
-"""Command line: `chatbot ingest PATH...` and `chatbot ask "question"`.
+"""Command line: `chatbot ingest | ask | eval | calibrate | train-reranker`.
 
 This is the edge: the only place that composes `chatbot` with `ingest`, reads the
 environment into a Config, and turns domain errors into messages and exit codes.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from chatbot.config import Config, load_config
 from chatbot.errors import ChatbotError, LLMError
-from chatbot.types import Answer, AskResult, Refusal
+from chatbot.types import AskResult, Refusal
 
 REFUSAL_TEXT = "I don't have evidence for that."
 EXIT_ERROR = 2
@@ -96,7 +96,6 @@ def format_result(result: AskResult) -> str:
                 where = " > ".join(x for x in (c.chunk.title, *c.chunk.heading_path) if x)
                 out.append(f"    - {where} ({_display_path(c.chunk.doc_path)}), p_relevant {c.p_relevant:.2f}")
         return "\n".join(out)
-    assert isinstance(outcome, Answer)
     out.append(outcome.text)
     if outcome.note:
         out.append(f"\n({outcome.note})")

@@ -80,7 +80,7 @@ def build_model(settings: TrainSettings):
     raise ValueError(f"unknown head {settings.head!r}: use 'segment-cosine' or 'classification'")
 
 
-def _scores(ce, features) -> "torch.Tensor":  # noqa: F821
+def _scores(ce, features):
     out = ce(dict(features))
     if isinstance(out, dict):
         return out["scores"].reshape(-1)
@@ -224,7 +224,6 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
 def compact_weights(model_dir: Path) -> int:
     """Store a saved model's float weights as fp16 (half the size); `Reranker` loads them back
     as fp32, so inference keeps fp32 arithmetic. Returns the number of files converted."""
-    import torch
     from safetensors.torch import load_file, save_file
 
     converted = 0

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test must never reach for the 
 from chatbot.embed import Embedder  # noqa: E402
 from chatbot.store import ChunkStore  # noqa: E402
 from ingest.run import ChunkingSettings, ingest_paths  # noqa: E402
-from tests.helpers import SAMPLE_KB, build_tiny_cross_encoder  # noqa: E402
+from tests.helpers import SAMPLE_KB, build_tiny_cross_encoder, write_tiny_beir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +40,8 @@ def writable_sample_db(sample_db, tmp_path) -> str:
     target = tmp_path / "lancedb"
     shutil.copytree(sample_db, target)
     return str(target)
+
+
+@pytest.fixture
+def beir_dir(tmp_path) -> Path:
+    return write_tiny_beir(tmp_path / "tinyset")

@@ -82,3 +82,36 @@ class FakeOpenAIServer:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+DOCS = {
+    "d1": ("Batteries", "The H2 battery lasts ten hours and recharges in ninety minutes at the dock."),
+    "d2": ("Parking", "The Lisbon office has twelve parking spaces in the underground garage."),
+    "d3": ("Wi-Fi", "Guests use the HLY-Guest network with the daily password from reception."),
+    "d4": ("Expenses", "Claims above three thousand euros need approval from the finance director."),
+    "d5": ("Travel", "Hotels in Rotterdam are capped at one hundred and sixty euros per night."),
+    "d6": ("Security", "Passwords must be at least fourteen characters long and never reused."),
+}
+QUERIES = [
+    ("q1", "How long does the H2 battery last?", "d1"),
+    ("q2", "How many parking spaces in the Lisbon office garage?", "d2"),
+    ("q3", "Which network do guests use for Wi-Fi?", "d3"),
+    ("q4", "Who approves claims above three thousand euros?", "d4"),
+    ("q5", "Hotel cap per night in Rotterdam?", "d5"),
+    ("q6", "How long must passwords be?", "d6"),
+]
+UNANSWERABLE = [("u1", "Who won the chess olympiad in 1980?"), ("u2", "Recipe for a vegan lasagna?"),
+                ("u3", "What is the boiling point of mercury?")]
+
+
+def write_tiny_beir(root: Path) -> Path:
+    """A six-document BEIR set with six answerable and three unanswerable questions."""
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("\n".join(
+        json.dumps({"_id": k, "title": t, "text": x}) for k, (t, x) in DOCS.items()))
+    rows = [{"_id": q, "text": t} for q, t, _ in QUERIES]
+    rows += [{"_id": u, "text": t, "is_impossible": True} for u, t in UNANSWERABLE]
+    (root / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t1\n" for q, _, d in QUERIES))
+    return root

@@ -4,13 +4,11 @@ the trained model loads through the normal reranker path."""
 import json
 
 import numpy as np
-import pytest
 
 from chatbot.cli import main
 from chatbot.cross_encoder import SegmentCosineHead
 from chatbot.rerank import Reranker
 from chatbot.train import TrainingExample, TrainSettings, _sample_group
-from tests.test_eval_cli import beir_dir  # noqa: F401  (fixture)
 
 
 def test_groups_hold_one_positive_and_hard_negatives_first():
@@ -23,7 +21,7 @@ def test_groups_hold_one_positive_and_hard_negatives_first():
     assert len(_sample_group(thin, TrainSettings(group_size=4), random.Random(0))) == 4
 
 
-def test_train_checkpoint_resume_and_load(beir_dir, tmp_path, capsys):  # noqa: F811
+def test_train_checkpoint_resume_and_load(beir_dir, tmp_path, capsys):
     out = tmp_path / "model"
     args = ["--db", str(tmp_path / "db"), "train-reranker", str(beir_dir), "--out", str(out), "--layers", "1",
             "--max-length", "64", "--group-size", "3", "--steps", "4", "--validation-fraction", "0.3",
