@@ -77,14 +77,18 @@ def split_spans(text: str, max_tokens: int, overlap_tokens: int = 0, encoding: s
         # Re-count: BPE across a cut can differ by a token from the slice length.
         while end > s + 1 and len(enc.encode_ordinary(text[starts[s]:starts[end]])) > max_tokens:
             end -= 1
+            # Shrinking must not land inside a word when a word boundary is still available.
+            end = next((i for i in range(end, s, -1) if is_word_boundary(i)), end)
         spans.append(Span(starts[s], starts[end], len(enc.encode_ordinary(text[starts[s]:starts[end]]))))
         if end >= n:
             break
         nxt = end - overlap_tokens
-        if overlap_tokens and nxt > s:
+        if nxt <= s:
+            nxt = end  # an overlap as long as the window itself would not advance
+        elif overlap_tokens:
             # Start the overlap on a word boundary too.
             nxt = next((i for i in range(nxt, end) if is_word_boundary(i)), end)
-        s = max(nxt, s + 1)
+        s = nxt
     return spans
 
 
