@@ -56,6 +56,7 @@ def cmd_ingest(args) -> int:
     from tqdm import tqdm
 
     from chatbot.embed import Embedder
+    from chatbot.retrieve import resolve_bm25_backend
     from chatbot.store import ChunkStore
     from ingest.run import ChunkingSettings, ingest_paths
 
@@ -67,7 +68,7 @@ def cmd_ingest(args) -> int:
     def progress(files, total):
         return tqdm(files, total=total, unit="file", desc="ingest", disable=args.quiet or None, file=sys.stderr)
 
-    full_text_index = config.bm25_backend == "lancedb" or (config.bm25_backend == "auto" and store.is_remote)
+    full_text_index = resolve_bm25_backend(config.bm25_backend, store.is_remote) == "lancedb"
     report = ingest_paths(args.paths, store, embedder, settings, progress=progress, full_text_index=full_text_index)
     for path in report.removed:
         print(f"removed (no longer on disk): {_display_path(path)}")
@@ -154,24 +155,32 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
         other = load_beir(extra, split=None)
         queries.extend(LabelledQuery(f"extra:{q.id}", q.text, {}, answerable=False)
                        for q in other.queries if keep(other.name, q))
-    if args.limit:
-        # Deterministic, and keeps answerable and unanswerable in their proportions.
-        queries = sorted(queries, key=lambda q: _stable_hash(q.id))[: args.limit]
+    queries = _sample(queries, args.limit)
     table = args.table or f"eval_{_safe_name(dataset.name)}"
     config = dataclasses.replace(config, table=table)
     # Fitting a calibration needs only logits: do not require the (maybe absent) current one.
     pipeline = Pipeline.from_config(config, calibration=Calibration(floor=0.5) if fitting else None)
     settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
 
-    def progress(rows, total):
-        return tqdm(rows, total=total, unit="doc", desc="ingest corpus", file=sys.stderr, mininterval=2)
-
-    written = ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, settings, progress=progress)
+    written = ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, settings,
+                            progress=_corpus_progress(dataset.name))
     print(f"corpus {dataset.corpus_path}: {pipeline.store.count()} chunks in table '{table}'"
           f"{f' ({written} written)' if written else ' (unchanged, reused)'}", file=sys.stderr)
     with tqdm(total=len(queries), unit="q", desc="queries", file=sys.stderr, mininterval=2) as bar:
         outcomes = run_queries(pipeline, queries, on_done=bar.update)
     return pipeline, outcomes
+
+
+def _sample(queries: list, limit: int | None) -> list:
+    """At most `limit` queries: a deterministic sample that keeps answerable and unanswerable in proportion."""
+    return sorted(queries, key=lambda q: _stable_hash(q.id))[:limit] if limit else queries
+
+
+def _corpus_progress(name: str):
+    from tqdm import tqdm
+
+    return lambda rows, total: tqdm(rows, total=total, unit="doc", desc=f"ingest {name}", file=sys.stderr,
+                                    mininterval=2)
 
 
 def _stable_hash(text: str) -> str:
@@ -265,17 +274,14 @@ def cmd_train_reranker(args) -> int:
         # Mining pools needs retrieval only: no reranker is loaded, no calibration is read.
         pipeline = Pipeline.from_config(table_config, calibration=Calibration(floor=0.5))
         ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, chunking,
-                      progress=lambda rows, total: tqdm(rows, total=total, unit="doc", desc=f"ingest {dataset.name}",
-                                                        file=sys.stderr, mininterval=2))
+                      progress=_corpus_progress(dataset.name))
         snapshot = pipeline.retriever.index().snapshot
         first_chunk = {}
         for c in snapshot.chunks:
             doc = document_id(c.doc_path)
             if doc not in first_chunk or c.position < first_chunk[doc].position:
                 first_chunk[doc] = c
-        queries = list(dataset.queries)
-        if args.limit:
-            queries = sorted(queries, key=lambda q: _stable_hash(q.id))[: args.limit]
+        queries = _sample(list(dataset.queries), args.limit)
         vectors = pipeline.embedder.embed_documents([q.text for q in queries])
         n_train = n_val = 0
         for q, vec in tqdm(list(zip(queries, vectors)), desc=f"mine pools {dataset.name}", unit="q", file=sys.stderr,

@@ -18,7 +18,7 @@ from chatbot.errors import ChatbotError, EmptyQuestion, LLMError, StoreError
 from chatbot.gate import apply_gate
 from chatbot.record import ask_record
 from chatbot.rerank import Reranker
-from chatbot.retrieve import HybridRetriever, Retrieval
+from chatbot.retrieve import HybridRetriever, Retrieval, resolve_bm25_backend
 from chatbot.store import ChunkStore
 from chatbot.traces import TraceStore
 from chatbot.types import AskResult, GateResult, Refusal
@@ -66,10 +66,8 @@ class Pipeline:
         self.calibration = calibration
         self.llm = llm
         self.traces = traces
-        backend = config.bm25_backend
-        if backend == "auto":
-            backend = "lancedb" if store.is_remote else "rank_bm25"
-        self.retriever = HybridRetriever(store, embedder, config.pool_size, config.rrf_k, backend)
+        self.retriever = HybridRetriever(store, embedder, config.pool_size, config.rrf_k,
+                                         resolve_bm25_backend(config.bm25_backend, store.is_remote))
         self._prompts: tuple[str, str] | None = None
         self._ready_version: int | None = None
 

@@ -30,6 +30,14 @@ def bm25_tokens(text: str) -> list[str]:
     return [w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
 
 
+def resolve_bm25_backend(choice: str, remote_store: bool) -> str:
+    """Config key bm25_backend: "auto" means LanceDB's full-text index for remote tables,
+    where loading every chunk into memory for rank-bm25 is not an option."""
+    if choice == "auto":
+        return "lancedb" if remote_store else "rank_bm25"
+    return choice
+
+
 def reciprocal_rank_fusion(rankings: list[list[str]], k: int = 60) -> dict[str, float]:
     fused: dict[str, float] = {}
     for ranking in rankings:
@@ -100,24 +108,13 @@ class HybridRetriever:
         top = np.argsort(-bm25_scores, kind="stable")[:k]
         bm25_ids = [chunks[i].id for i in top if bm25_scores[i] > 0]
 
-        fused = reciprocal_rank_fusion([vector_ids, bm25_ids], self.rrf_k)
-        pool = sorted(fused, key=lambda cid: -fused[cid])[:k]
-        vector_rank = {cid: r for r, cid in enumerate(vector_ids, start=1)}
-        bm25_rank = {cid: r for r, cid in enumerate(bm25_ids, start=1)}
-        rows = [index.row_of[cid] for cid in pool]
-        distances = 1.0 - index.snapshot.vectors[rows] @ np.asarray(query_vector, dtype=np.float32)
-        pool_candidates = tuple(
-            Candidate(
-                chunk=chunks[row],
-                vector_distance=float(dist),
-                vector_rank=vector_rank.get(cid),
-                bm25_score=float(bm25_scores[row]),
-                bm25_rank=bm25_rank.get(cid),
-                rrf_score=fused[cid],
-            )
-            for cid, row, dist in zip(pool, rows, distances)
-        )
-        return Retrieval(pool_candidates, tuple(vector_ids), tuple(bm25_ids))
+        row_of = index.row_of
+
+        def fetch(ids: list[str]) -> tuple[list, np.ndarray]:
+            rows = [row_of[cid] for cid in ids]
+            return [chunks[r] for r in rows], index.snapshot.vectors[rows]
+
+        return self._pool(vector_ids, bm25_ids, fetch, lambda cid: float(bm25_scores[row_of[cid]]), query_vector)
 
     def _retrieve_indexed(self, question: str, query_vector: np.ndarray) -> Retrieval:
         k = self.pool_size
@@ -125,15 +122,22 @@ class HybridRetriever:
         bm25_hits = self.store.full_text_search(question, k) if bm25_tokens(question) else []
         bm25_ids = [cid for cid, _ in bm25_hits]
         bm25_score = dict(bm25_hits)
+        return self._pool(vector_ids, bm25_ids, self.store.chunks_by_id, lambda cid: bm25_score.get(cid, 0.0),
+                          query_vector)
+
+    def _pool(self, vector_ids: list[str], bm25_ids: list[str], fetch, bm25_score_of,
+              query_vector: np.ndarray) -> Retrieval:
+        """Fuse the two lists, keep the pool, and give every pooled chunk both lists' scores.
+        `fetch(ids)` returns those chunks and their vectors; `bm25_score_of(id)` a chunk's BM25 score."""
         fused = reciprocal_rank_fusion([vector_ids, bm25_ids], self.rrf_k)
-        pool = sorted(fused, key=lambda cid: -fused[cid])[:k]
-        chunks, vectors = self.store.chunks_by_id(pool)
+        pool = sorted(fused, key=lambda cid: -fused[cid])[: self.pool_size]
+        chunks, vectors = fetch(pool)
         distances = 1.0 - vectors @ np.asarray(query_vector, dtype=np.float32) if len(chunks) else []
         vector_rank = {cid: r for r, cid in enumerate(vector_ids, start=1)}
         bm25_rank = {cid: r for r, cid in enumerate(bm25_ids, start=1)}
         candidates = tuple(
             Candidate(chunk=c, vector_distance=float(dist), vector_rank=vector_rank.get(c.id),
-                      bm25_score=bm25_score.get(c.id, 0.0), bm25_rank=bm25_rank.get(c.id), rrf_score=fused[c.id])
+                      bm25_score=bm25_score_of(c.id), bm25_rank=bm25_rank.get(c.id), rrf_score=fused[c.id])
             for c, dist in zip(chunks, distances)
         )
         return Retrieval(candidates, tuple(vector_ids), tuple(bm25_ids))
