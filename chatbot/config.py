@@ -47,10 +47,12 @@ class Config:
     context_max_tokens: int = 1800
     prompts_dir: str = str(REPO_DIR / "prompts")
     traces: bool = True  # persist a score trace of every question beside the chunks
+    upload_dir: str = ".chatbot/uploads"  # where files uploaded in the UI are kept (and ingested from)
+    upload_max_mb: int = 25  # per uploaded file
 
     def __post_init__(self) -> None:
         for name in ("chunk_max_tokens", "pool_size", "top_n", "embed_batch_size",
-                     "context_max_tokens", "llm_max_answer_tokens", "reranker_max_length"):
+                     "context_max_tokens", "llm_max_answer_tokens", "reranker_max_length", "upload_max_mb"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"config key '{name}' must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.chunk_overlap_tokens < self.chunk_max_tokens:

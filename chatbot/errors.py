@@ -45,3 +45,7 @@ class LLMError(ChatbotError):
 
 class EmptyQuestion(ChatbotError):
     """The question has no content to search for."""
+
+
+class UngroundedAnswer(ChatbotError):
+    """The LLM answered, but not in a way the evidence supports (no citation, invented figures)."""

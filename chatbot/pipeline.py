@@ -9,12 +9,14 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-from chatbot.answer import ChatLLM, OpenAIChat, extractive_answer, llm_answer, load_prompts
+from chatbot.answer import (ChatLLM, OpenAIChat, build_prompt, extractive_answer, grounding_problem, load_prompts,
+                            may_become_no_answer, reply_to_answer)
 from chatbot.calibration import Calibration
 from chatbot.config import SHIPPED_RERANKER, SHIPPED_RERANKER_DIR, Config
 from chatbot.embed import Embedder
-from chatbot.errors import ChatbotError, EmptyQuestion, LLMError, StoreError
+from chatbot.errors import ChatbotError, EmptyQuestion, LLMError, StoreError, UngroundedAnswer
 from chatbot.gate import apply_gate
 from chatbot.record import ask_record
 from chatbot.rerank import Reranker
@@ -29,6 +31,24 @@ NEAR_MISSES = 3
 
 class QuestionTooLong(ChatbotError):
     pass
+
+
+def clean_question(question: str) -> str:
+    """The question as searched: control characters carry no meaning for search and can break
+    terminals and logs; runs of white space fold to one."""
+    question = " ".join("".join(ch for ch in question if ch.isprintable() or ch.isspace()).split())
+    if not question:
+        raise EmptyQuestion("the question is empty: type a question")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise QuestionTooLong(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
+    return question
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    """Text the LLM has just added to the answer (before citations are renumbered)."""
+
+    text: str
 
 
 def default_calibration_path(config: Config) -> Path | None:
@@ -98,6 +118,11 @@ class Pipeline:
             self._prompts = load_prompts(self.config.prompts_dir)
         return self._prompts
 
+    def warm(self) -> None:
+        """Load the models now, so the first person to ask does not wait for them."""
+        self.embedder.embed_query("warm up")
+        self.reranker.logits("warm up", ["warm up"])
+
     def check_ready(self) -> None:
         version = self.store.version()
         if version == self._ready_version:
@@ -111,40 +136,68 @@ class Pipeline:
         self._ready_version = version
 
     def ask(self, question: str) -> AskResult:
-        # Control characters carry no meaning for search and can break terminals and logs.
-        question = " ".join("".join(ch for ch in question if ch.isprintable() or ch.isspace()).split())
-        if not question:
-            raise EmptyQuestion("the question is empty: type a question")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise QuestionTooLong(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
+        """The whole question at once: the last event of `ask_stream`."""
+        *_, result = self.ask_stream(question, stream=False)
+        return result
+
+    def ask_stream(self, question: str, *, stream: bool = True) -> Iterator[Evidence | AnswerDelta | AskResult]:
+        """The question's progress as events: its `Evidence` (the panel can fill before any LLM
+        work), then `AnswerDelta`s as the LLM writes (none for refusals or extractive answers),
+        then the final `AskResult`, traced. A refusal never reaches the LLM."""
+        question = clean_question(question)
         evidence = self.evidence(question)
+        yield evidence
         gate, clock = evidence.gate, _Clock(dict(evidence.timings_ms))
         t = time.perf_counter()
 
-        llm_error = None
+        llm_error = set_aside = None
+        outcome = None
         if not gate.kept:
             outcome = self._refusal(gate, "No passage in the knowledge base clears the evidence floor.")
-        else:
-            outcome = None
-            if self.llm is not None:
-                system, user = self.prompts
-                try:
-                    outcome = llm_answer(question, gate.kept, self.llm, system, user,
-                                         self.config.context_max_tokens, self.config.llm_max_answer_tokens,
-                                         self.config.tokenizer_encoding)
-                    if outcome is None:
-                        outcome = self._refusal(gate, "The evidence that cleared the floor does not answer the question (the LLM found no answer in it).")
-                except LLMError as e:
-                    llm_error = str(e)
-            if outcome is None:
-                note = (f"The LLM failed ({llm_error}); this answer quotes the evidence instead."
-                        if llm_error else None)
-                kwargs = {"note": note} if note else {}
-                outcome = extractive_answer(question, gate.kept, self.embedder.embed_documents, **kwargs)
+        elif self.llm is not None:
+            try:
+                outcome = yield from self._llm_outcome(question, gate, stream, clock, t)
+            except LLMError as e:
+                llm_error = str(e)
+            except UngroundedAnswer as e:
+                set_aside = str(e)
+        if outcome is None:
+            if llm_error:
+                note = f"The LLM failed ({llm_error}); this answer quotes the evidence instead."
+            elif set_aside:
+                note = f"The LLM's answer was set aside because {set_aside}; this answer quotes the evidence instead."
+            else:
+                note = None
+            kwargs = {"note": note} if note else {}
+            outcome = extractive_answer(question, gate.kept, self.embedder.embed_documents, **kwargs)
         clock.lap("answer_ms", t)
-        clock.timings["total_ms"] = round(sum(clock.timings.values()), 2)
+        clock.timings["total_ms"] = round(sum(v for k, v in clock.timings.items() if k != "first_token_ms"), 2)
         result = AskResult(question=question, gate=gate, outcome=outcome, timings_ms=clock.timings, llm_error=llm_error)
-        return self._trace(result)
+        yield self._trace(result)
+
+    def _llm_outcome(self, question: str, gate: GateResult, stream: bool, clock: "_Clock", started: float):
+        """Yields AnswerDeltas; returns the Answer, a Refusal (the LLM found no answer), or raises LLMError."""
+        system, user = self.prompts
+        prompt = build_prompt(question, gate.kept, system, user, self.config.context_max_tokens,
+                              self.config.tokenizer_encoding)
+        pieces = (self.llm.stream(prompt.messages, self.config.llm_max_answer_tokens) if stream
+                  else [self.llm.complete(prompt.messages, self.config.llm_max_answer_tokens)])
+        reply, shown = "", 0
+        for piece in pieces:
+            if not reply:
+                clock.lap("first_token_ms", started)
+            reply += piece
+            if not may_become_no_answer(reply):
+                yield AnswerDelta(reply[shown:])
+                shown = len(reply)
+        answer = reply_to_answer(reply, prompt)
+        if answer is None:
+            return self._refusal(gate, "The evidence that cleared the floor does not answer the question "
+                                       "(the LLM found no answer in it).")
+        problem = grounding_problem(answer)
+        if problem:
+            raise UngroundedAnswer(problem)
+        return answer
 
     @property
     def fingerprints(self) -> dict[str, str]:

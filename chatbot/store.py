@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -145,6 +146,12 @@ class ChunkStore:
             return {}
         t = self._scan(["doc_path", "content_hash"])
         return dict(zip(t.column("doc_path").to_pylist(), t.column("content_hash").to_pylist()))
+
+    def document_chunk_counts(self) -> dict[str, int]:
+        """doc_path -> number of chunks, for showing what is indexed."""
+        if self.table is None:
+            return {}
+        return dict(Counter(self._scan(["doc_path"]).column("doc_path").to_pylist()))
 
     def snapshot(self) -> CorpusSnapshot:
         if self.table is None:

@@ -45,3 +45,11 @@ def writable_sample_db(sample_db, tmp_path) -> str:
 @pytest.fixture
 def beir_dir(tmp_path) -> Path:
     return write_tiny_beir(tmp_path / "tinyset")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report on the test item, so fixtures can save evidence of a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

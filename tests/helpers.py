@@ -53,6 +53,9 @@ class FakeOpenAIServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 outer.requests.append({"path": self.path, "body": body,
                                        "authorization": self.headers.get("Authorization")})
+                if body.get("stream") and outer.raw_body is None and outer.status == 200:
+                    self._stream(outer.reply(body), body.get("model"))
+                    return
                 if outer.raw_body is not None:
                     payload = outer.raw_body
                 else:
@@ -67,6 +70,20 @@ class FakeOpenAIServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _stream(self, text: str, model):
+                """Server-sent events, one per word, as OpenAI-compatible servers stream."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                pieces = [w + " " for w in text.split(" ")]
+                pieces[-1] = pieces[-1][:-1]
+                for piece in pieces:
+                    event = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": model,
+                             "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -115,3 +132,18 @@ def write_tiny_beir(root: Path) -> Path:
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
         f"{q}\t{d}\t1\n" for q, _, d in QUERIES))
     return root
+
+
+def make_pipeline(db, reranker_dir, floor, server=None, base_url="", **config):
+    """A pipeline over `db` with a fixed floor, answering through `server` (or `base_url`) when given."""
+    from chatbot.calibration import Calibration
+    from chatbot.config import Config
+    from chatbot.pipeline import Pipeline
+
+    base_url = server.base_url if server else base_url
+    cfg = Config(db_uri=db, reranker=str(reranker_dir),
+                 llm_base_url=base_url, llm_model="test-model" if base_url else "",
+                 llm_api_key="sk-test-secret", **config)
+    pipeline = Pipeline.from_config(cfg)
+    pipeline.calibration = Calibration(floor=floor)
+    return pipeline

@@ -3,23 +3,13 @@ started by the test (a fake only at the true external boundary)."""
 
 import pytest
 
-from chatbot.calibration import Calibration
 from chatbot.config import Config
 from chatbot.errors import EmptyQuestion, StoreError
 from chatbot.pipeline import Pipeline, QuestionTooLong
 from chatbot.record import ask_record
 from chatbot.types import Answer, Refusal
 from tests.helpers import FakeOpenAIServer
-
-
-def _pipeline(db, tiny_reranker_dir, floor, server=None, base_url="", **config):
-    base_url = server.base_url if server else base_url
-    cfg = Config(db_uri=db, reranker=str(tiny_reranker_dir),
-                 llm_base_url=base_url, llm_model="test-model" if base_url else "",
-                 llm_api_key="sk-test-secret", **config)
-    pipeline = Pipeline.from_config(cfg)
-    pipeline.calibration = Calibration(floor=floor)
-    return pipeline
+from tests.helpers import make_pipeline as _pipeline
 
 
 def test_answer_through_llm_endpoint_with_valid_citations(sample_db, tiny_reranker_dir):

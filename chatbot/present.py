@@ -1,0 +1,135 @@
+"""What the chat UI shows, computed from pipeline values: the answer with its sources, the
+refusal with its near misses, the inspection table, the score chart and the timings.
+
+Pure functions of frozen values, so they are tested without a browser; `chatbot.ui` only
+places them on the page.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from typing import Sequence
+
+from chatbot.types import Answer, AskResult, Candidate, Chunk, GateResult, Refusal
+
+REFUSAL_TEXT = "I don't have evidence for that."
+STATUS_LABELS = {"kept": "kept", "below_floor": "below floor", "cut_by_top_n": "cut by top-n"}
+TABLE_HEADERS = ["#", "status", "cited", "p_relevant", "rerank_logit", "rrf_score", "bm25_score",
+                 "vector_distance", "document", "heading"]
+
+
+def where(chunk: Chunk) -> str:
+    return " > ".join(x for x in (chunk.title, *chunk.heading_path) if x) or os.path.basename(chunk.doc_path)
+
+
+def display_path(path: str) -> str:
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if relative.startswith("..") else relative
+
+
+def sources_markdown(cited: Sequence[Chunk]) -> str:
+    lines = [f"{i}. **{html.escape(where(c))}**  \n   `{display_path(c.doc_path)}`" for i, c in enumerate(cited, start=1)]
+    return "**Sources**\n\n" + "\n".join(lines)
+
+
+def answer_markdown(answer: Answer) -> str:
+    parts = [answer.text]
+    if answer.note:
+        parts.append(f"*{answer.note}*")
+    if answer.cited:
+        parts.append(sources_markdown(answer.cited))
+    if answer.dropped_citations:
+        parts.append(f"*Removed citations to sources that were not supplied: {', '.join(answer.dropped_citations)}*")
+    return "\n\n".join(parts)
+
+
+def refusal_markdown(refusal: Refusal) -> str:
+    best = f"{refusal.best_p_relevant:.3f}" if refusal.best_p_relevant is not None else "n/a"
+    parts = [f"<div class='refusal'>🚫 <strong>{REFUSAL_TEXT}</strong></div>",
+             f"{refusal.reason} (best p_relevant {best}, floor {refusal.floor:.3f})"]
+    if refusal.near_misses:
+        misses = "\n".join(f"- {html.escape(where(c.chunk))} (`{display_path(c.chunk.doc_path)}`), "
+                           f"p_relevant {c.p_relevant or 0.0:.3f}" for c in refusal.near_misses)
+        parts.append(f"**Closest passages, below the evidence floor:**\n\n{misses}")
+    return "\n\n".join(parts)
+
+
+def outcome_markdown(result: AskResult) -> str:
+    text = (refusal_markdown(result.outcome) if isinstance(result.outcome, Refusal)
+            else answer_markdown(result.outcome))
+    if result.llm_error:
+        text += f"\n\n⚠️ *{result.llm_error}*"
+    return text
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def candidate_rows(gate: GateResult, cited: Sequence[Chunk] = ()) -> list[list[str]]:
+    """One row per pool candidate, best p_relevant first: every stage's score and its fate."""
+    cited_ids = [c.id for c in cited]
+    rows = []
+    for rank, c in enumerate(gate.ranked, start=1):
+        cited_as = f"[{cited_ids.index(c.chunk.id) + 1}]" if c.chunk.id in cited_ids else ""
+        rows.append([str(rank), STATUS_LABELS[gate.status(c.chunk.id)], cited_as, _fmt(c.p_relevant, 4),
+                     _fmt(c.rerank_logit), _fmt(c.rrf_score, 4), _fmt(c.bm25_score), _fmt(c.vector_distance),
+                     display_path(c.chunk.doc_path), where(c.chunk)])
+    return rows
+
+
+def result_rows(result: AskResult) -> list[list[str]]:
+    cited = result.outcome.cited if isinstance(result.outcome, Answer) else ()
+    return candidate_rows(result.gate, cited)
+
+
+def timings_markdown(timings_ms: dict[str, float]) -> str:
+    if not timings_ms:
+        return ""
+    cells = " · ".join(f"{k.removesuffix('_ms').replace('_', ' ')} **{v:.0f} ms**" for k, v in timings_ms.items())
+    return f"Latency: {cells}"
+
+
+def floor_markdown(gate: GateResult, asked: str, standalone: str) -> str:
+    kept = len(gate.kept)
+    lines = [f"**Searched:** {html.escape(standalone)}"]
+    if standalone != asked:
+        lines.append(f"*(rewritten from the follow-up: “{html.escape(asked)}”)*")
+    lines.append(f"**Floor:** p_relevant ≥ {gate.floor:.4f} · **kept** {kept} of {len(gate.ranked)} "
+                 f"(top-n {gate.top_n})")
+    return "  \n".join(lines)
+
+
+def chunk_markdown(candidate: Candidate, status: str) -> str:
+    c = candidate.chunk
+    return (f"**{html.escape(where(c))}** · `{display_path(c.doc_path)}` · {STATUS_LABELS.get(status, status)} · "
+            f"p_relevant {_fmt(candidate.p_relevant, 4)}\n\n{c.text}")
+
+
+def score_chart(gate: GateResult):
+    """p_relevant of every candidate (log scale: calibrated scores span decades) with the floor drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(5.2, 2.4), dpi=100)
+    colours = {"kept": "#2e7d32", "below_floor": "#9e9e9e", "cut_by_top_n": "#f9a825"}
+    values = [max(c.p_relevant or 0.0, 1e-6) for c in gate.ranked]
+    statuses = [gate.status(c.chunk.id) for c in gate.ranked]
+    ax.bar(range(1, len(values) + 1), values, color=[colours[s] for s in statuses])
+    ax.axhline(gate.floor, color="#c62828", linestyle="--", linewidth=1.2, label=f"floor {gate.floor:.4f}")
+    ax.set_yscale("log")
+    ax.set_ylim(1e-6, 1.0)
+    ax.set_xlabel("candidate (best first)")
+    ax.set_ylabel("p_relevant")
+    handles = [ax.get_lines()[0]] + [Patch(color=c, label=STATUS_LABELS[s]) for s, c in colours.items()]
+    ax.legend(handles=handles, fontsize=7, loc="upper right", ncol=2)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

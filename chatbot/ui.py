@@ -1,0 +1,299 @@
+"""The chat UI (`chatbot serve`): a Gradio app over one warm `Pipeline`.
+
+A chat with streamed, cited answers and clearly styled refusals; beside it an inspection
+panel for the last answer (every candidate's scores and fate, the floor in a chart, the
+stage latencies, the chunk text on click); thumbs up/down on answers and on chunks, stored
+in the score traces; and a knowledge-base tab to upload documents and see what is indexed.
+
+The app fetches nothing from outside (system fonts, no analytics), binds to 127.0.0.1
+unless told otherwise, and never shows an API key.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+from chatbot import present
+from chatbot.conversation import Rewrite, load_rewrite_prompt, rewrite_question
+from chatbot.errors import ChatbotError
+from chatbot.pipeline import AnswerDelta, Evidence, Pipeline, clean_question
+from chatbot.types import AskResult
+
+UPLOAD_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
+CSS = """
+.refusal { color: #b71c1c; font-size: 1.05em; }
+#inspection-table { font-size: 0.85em; }
+footer { display: none !important; }
+"""
+
+
+class UploadRejected(ChatbotError):
+    """An uploaded file cannot be accepted (name, type or size)."""
+
+
+class IngestReportLike(Protocol):
+    failed: list[tuple[str, str]]
+
+    def summary(self) -> str: ...
+
+
+# (paths, progress wrapper) -> report; built by the CLI, which is the one place that may import `ingest`.
+IngestFn = Callable[[Sequence[Path], Callable[[Iterable, int], Iterable]], IngestReportLike]
+
+
+def safe_upload_name(name: str) -> str:
+    """The file name an upload is stored under: its last path component only, so no name
+    ("../../etc/passwd", "..\\\\x", "/abs") can leave the upload folder; no control characters,
+    no leading dots (hidden files), and one of the supported document types."""
+    base = unicodedata.normalize("NFC", name.replace("\\", "/")).split("/")[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip().lstrip(".").strip()
+    if not base:
+        raise UploadRejected(f"the file name {name!r} is empty once path parts are removed")
+    if not base.lower().endswith(UPLOAD_SUFFIXES):
+        raise UploadRejected(f"{base}: not a supported type; upload {', '.join(UPLOAD_SUFFIXES)}")
+    return base[:200]
+
+
+def store_upload(source: Path, original_name: str, upload_dir: Path, max_bytes: int) -> Path:
+    name = safe_upload_name(original_name)
+    size = source.stat().st_size
+    if size > max_bytes:
+        raise UploadRejected(f"{name} is {size / 2**20:.1f} MiB; the upload limit is {max_bytes / 2**20:.0f} MiB "
+                             "(config key upload_max_mb)")
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    target = (upload_dir / name).resolve()
+    if not target.is_relative_to(upload_dir.resolve()):  # belt and braces: safe_upload_name already prevents it
+        raise UploadRejected(f"{original_name}: the name would leave the upload folder")
+    shutil.copyfile(source, target)
+    return target
+
+
+@dataclass
+class ChatSession:
+    """One browser session's conversation: what the inspection panel and feedback refer to."""
+
+    standalone_questions: list[str] = field(default_factory=list)
+    trace_of_message: dict[int, str] = field(default_factory=dict)  # chat message index -> trace id
+    last_result: AskResult | None = None
+    last_rewrite: Rewrite | None = None
+    selected_chunk: str | None = None
+
+
+class ChatApp:
+    def __init__(self, pipeline: Pipeline, *, ingest: IngestFn | None = None, upload_dir: Path | None = None,
+                 upload_max_bytes: int = 25 * 2**20, llm_label: str = ""):
+        self.pipeline = pipeline
+        self.ingest = ingest
+        self.upload_dir = upload_dir
+        self.upload_max_bytes = upload_max_bytes
+        self.llm_label = llm_label or ("none: answers quote the evidence (extractive mode)"
+                                       if pipeline.llm is None else f"{pipeline.llm.endpoint}")
+        self._rewrite_prompt: str | None = None
+
+    # --- chat -------------------------------------------------------------------------------------------
+
+    def rewrite(self, session: ChatSession, question: str) -> Rewrite:
+        if self.pipeline.llm is not None and self._rewrite_prompt is None:
+            self._rewrite_prompt = load_rewrite_prompt(self.pipeline.config.prompts_dir)
+        return rewrite_question(session.standalone_questions, question, self.pipeline.llm, self._rewrite_prompt or "")
+
+    def respond(self, message: str, history: list[dict] | None, session: ChatSession | None):
+        """Generator for the chat event: yields (textbox, chat, session, *panel)."""
+        session = session or ChatSession()
+        history = list(history or [])
+        history.append({"role": "user", "content": message or ""})
+        history.append({"role": "assistant", "content": "*Searching the knowledge base…*"})
+        skip = self._panel_skip()
+        yield "", history, session, *skip
+        try:
+            rewrite = self.rewrite(session, clean_question(message or ""))
+            text = ""
+            for event in self.pipeline.ask_stream(rewrite.standalone):
+                if isinstance(event, Evidence):
+                    session.last_rewrite = rewrite
+                    writing = "*Writing the answer…*" if event.gate.kept and self.pipeline.llm else ""
+                    history[-1] = {"role": "assistant", "content": writing or "*…*"}
+                    yield "", history, session, *self._panel(event.gate, rewrite, event.timings_ms, ())
+                elif isinstance(event, AnswerDelta):
+                    text += event.text
+                    history[-1] = {"role": "assistant", "content": text}
+                    yield "", history, session, *skip
+                else:
+                    result = event
+        except ChatbotError as e:
+            history[-1] = {"role": "assistant", "content": f"⚠️ {e}"}
+            yield "", history, session, *skip
+            return
+        session.last_result = result
+        session.standalone_questions.append(rewrite.standalone)
+        session.selected_chunk = None
+        if result.trace_id:
+            session.trace_of_message[len(history) - 1] = result.trace_id
+        history[-1] = {"role": "assistant", "content": present.outcome_markdown(result)}
+        cited = () if result.refused else result.outcome.cited
+        yield "", history, session, *self._panel(result.gate, rewrite, result.timings_ms, cited)
+
+    def _panel(self, gate, rewrite: Rewrite, timings_ms: dict, cited) -> tuple:
+        return (present.floor_markdown(gate, rewrite.asked, rewrite.standalone),
+                present.candidate_rows(gate, cited), present.score_chart(gate),
+                present.timings_markdown(timings_ms), "*Click a row to read its chunk.*")
+
+    @staticmethod
+    def _panel_skip() -> tuple:
+        import gradio as gr
+
+        return tuple(gr.skip() for _ in range(5))
+
+    def select_chunk(self, session: ChatSession | None, evt: Any) -> tuple[str, ChatSession | None]:
+        if session is None or session.last_result is None:
+            return "", session
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        ranked = session.last_result.gate.ranked
+        if not 0 <= row < len(ranked):
+            return "", session
+        candidate = ranked[row]
+        session.selected_chunk = candidate.chunk.id
+        return present.chunk_markdown(candidate, session.last_result.gate.status(candidate.chunk.id)), session
+
+    # --- feedback -----------------------------------------------------------------------------------------
+
+    def _feedback(self, trace_id: str | None, rating: int, chunk_id: str | None = None) -> str:
+        if self.pipeline.traces is None:
+            return "Feedback is not stored: score traces are turned off (config key traces)."
+        if trace_id is None:
+            return "Ask a question first."
+        try:
+            self.pipeline.traces.add_feedback(trace_id, rating, chunk_id)
+        except ChatbotError as e:
+            return f"⚠️ Could not store the feedback: {e}"
+        what = "this chunk" if chunk_id else "the answer"
+        return f"Thanks: recorded 👍 for {what}." if rating > 0 else f"Thanks: recorded 👎 for {what}."
+
+    def like_answer(self, session: ChatSession | None, evt: Any) -> str:
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        trace_id = session.trace_of_message.get(index) if session else None
+        if trace_id is None:
+            return "Only the bot's answers take feedback."
+        return self._feedback(trace_id, 1 if evt.liked is True or evt.liked == "Like" else -1)
+
+    def rate_chunk(self, session: ChatSession | None, rating: int) -> str:
+        if session is None or session.last_result is None or session.selected_chunk is None:
+            return "Click a candidate in the table first, then rate it."
+        return self._feedback(session.last_result.trace_id, rating, session.selected_chunk)
+
+    # --- knowledge base -------------------------------------------------------------------------------------
+
+    def documents(self) -> list[list[str]]:
+        counts = self.pipeline.store.document_chunk_counts()
+        return [[present.display_path(path), str(n)] for path, n in sorted(counts.items())]
+
+    def upload(self, files: Sequence[str] | None, progress=None) -> tuple[str, list[list[str]], None]:
+        if self.ingest is None or self.upload_dir is None:
+            return "Uploads are turned off for this server.", self.documents(), None
+        if not files:
+            return "Choose one or more files first.", self.documents(), None
+        stored, problems = [], []
+        for f in files:
+            path = Path(f)
+            try:
+                stored.append(store_upload(path, path.name, self.upload_dir, self.upload_max_bytes))
+            except (UploadRejected, OSError) as e:
+                problems.append(f"- {path.name}: {e}")
+        if stored:
+            wrap = (lambda items, total: progress.tqdm(items, total=total, desc="Ingesting")) if progress else None
+            try:
+                report = self.ingest(stored, wrap) if wrap else self.ingest(stored, lambda items, total: items)
+            except ChatbotError as e:
+                problems.append(f"- ingest failed: {e}")
+            else:
+                problems.extend(f"- {os.path.basename(p)}: {reason}" for p, reason in report.failed)
+                status = f"**Ingested:** {report.summary()}"
+                return (status + ("\n\n**Not ingested:**\n" + "\n".join(problems) if problems else ""),
+                        self.documents(), None)
+        return "**Nothing ingested.**\n" + "\n".join(problems), self.documents(), None
+
+    # --- layout -------------------------------------------------------------------------------------------------
+
+    def build(self):
+        import gradio as gr
+
+        with gr.Blocks(title="Grounded chatbot") as demo:
+            session = gr.State(None)
+            gr.Markdown("## Grounded chatbot\nAnswers only from your documents, with citations; says "
+                        f"*\"{present.REFUSAL_TEXT}\"* when nothing clears the evidence floor.  \n"
+                        f"<small>LLM: {self.llm_label}</small>")
+            with gr.Tab("Chat"):
+                with gr.Row():
+                    with gr.Column(scale=5):
+                        chat = gr.Chatbot(elem_id="chat", height=480, label="Chat",
+                                          feedback_options=("Like", "Dislike"))
+                        with gr.Row():
+                            box = gr.Textbox(elem_id="question", placeholder="Ask about your documents…",
+                                             show_label=False, scale=8, max_length=20000)
+                            send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                        feedback_status = gr.Markdown(elem_id="feedback-status")
+                    with gr.Column(scale=4):
+                        gr.Markdown("### Inspection: the last answer")
+                        floor = gr.Markdown(elem_id="panel-floor")
+                        chart = gr.Plot(label="p_relevant per candidate, floor dashed", elem_id="panel-chart")
+                        timings = gr.Markdown(elem_id="panel-timings")
+                table = gr.Dataframe(headers=present.TABLE_HEADERS, interactive=False, wrap=True,
+                                     elem_id="inspection-table", label="Candidate pool (click a row for its text)")
+                chunk_text = gr.Markdown(elem_id="panel-chunk")
+                with gr.Row():
+                    chunk_up = gr.Button("👍 chunk is relevant", size="sm", elem_id="chunk-up")
+                    chunk_down = gr.Button("👎 chunk is not relevant", size="sm", elem_id="chunk-down")
+            with gr.Tab("Knowledge base"):
+                files = gr.File(file_count="multiple", file_types=list(UPLOAD_SUFFIXES), label="Upload documents",
+                                elem_id="upload")
+                ingest_button = gr.Button("Add to knowledge base", variant="primary", elem_id="ingest")
+                ingest_status = gr.Markdown(elem_id="ingest-status")
+                docs = gr.Dataframe(headers=["document", "chunks"], value=self.documents, interactive=False,
+                                    label="Indexed documents", elem_id="documents")
+
+            outputs = [box, chat, session, floor, table, chart, timings, chunk_text]
+            for trigger in (box.submit, send.click):
+                trigger(self.respond, [box, chat, session], outputs, concurrency_limit=4, concurrency_id="chat")
+            # Gradio injects event data by the parameter's annotation, so it must be the real class.
+            def on_select(session_, evt):
+                return self.select_chunk(session_, evt)
+
+            def on_like(session_, evt):
+                return self.like_answer(session_, evt)
+
+            on_select.__annotations__ = {"evt": gr.SelectData}
+            on_like.__annotations__ = {"evt": gr.LikeData}
+            table.select(on_select, [session], [chunk_text, session])
+            chat.like(on_like, [session], [feedback_status])
+            chunk_up.click(lambda s: self.rate_chunk(s, 1), [session], [feedback_status])
+            chunk_down.click(lambda s: self.rate_chunk(s, -1), [session], [feedback_status])
+
+            def upload(files_, progress=gr.Progress()):
+                return self.upload(files_, progress)
+
+            ingest_button.click(upload, [files], [ingest_status, docs, files], concurrency_limit=1)
+        return demo
+
+
+def theme():
+    import gradio as gr
+
+    # System fonts only: the default theme would fetch web fonts, and the app must work offline.
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                             font_mono=["ui-monospace", "Consolas", "monospace"])
+
+
+def launch(app: ChatApp, *, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,
+           block: bool = True):
+    """Start the server; returns the Blocks (and keeps running) when `block` is False."""
+    demo = app.build()
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name=host, server_port=port, auth=auth, max_file_size=app.upload_max_bytes,
+                prevent_thread_lock=not block, quiet=not block, ssr_mode=False, theme=theme(), css=CSS,
+                footer_links=[], show_error=False)
+    return demo

@@ -1,0 +1,66 @@
+"""The UI's pieces without a browser: upload names and limits, and what the panel shows."""
+
+import os
+
+import pytest
+
+from chatbot import present
+from chatbot.pipeline import Pipeline
+from chatbot.types import Answer
+from chatbot.ui import UploadRejected, safe_upload_name, store_upload
+from tests.helpers import make_pipeline
+
+
+@pytest.mark.parametrize("name, stored", [
+    ("../../etc/passwd.md", "passwd.md"), ("..\\..\\windows\\evil.txt", "evil.txt"), ("/abs/path/x.pdf", "x.pdf"),
+    ("....md", "md"), ("notes with spaces.md", "notes with spaces.md"), ("résumé-ünïcode.docx", "résumé-ünïcode.docx"),
+    ("a\x00b\x1f.txt", "ab.txt"), (".hidden.md", "hidden.md"),
+])
+def test_upload_names_cannot_leave_the_upload_folder(name, stored):
+    if not stored.lower().endswith((".md", ".txt", ".pdf", ".docx")):
+        with pytest.raises(UploadRejected):
+            safe_upload_name(name)
+        return
+    assert safe_upload_name(name) == stored
+
+
+@pytest.mark.parametrize("name", ["", "..", "../", "evil.exe", "archive.zip", "noext"])
+def test_bad_upload_names_are_rejected(name):
+    with pytest.raises(UploadRejected):
+        safe_upload_name(name)
+
+
+def test_store_upload_keeps_files_inside_and_enforces_the_size_limit(tmp_path):
+    upload_dir = tmp_path / "uploads"
+    src = tmp_path / "incoming.bin"
+    src.write_bytes(b"x" * 2048)
+    target = store_upload(src, "../../../outside.md", upload_dir, max_bytes=4096)
+    assert target == (upload_dir / "outside.md").resolve() and target.read_bytes() == b"x" * 2048
+    assert not (tmp_path / "outside.md").exists()
+    with pytest.raises(UploadRejected, match="upload limit"):
+        store_upload(src, "big.md", upload_dir, max_bytes=1024)
+
+
+def test_panel_rows_show_every_candidate_with_scores_and_fate(sample_db, tiny_reranker_dir):
+    pipeline: Pipeline = make_pipeline(sample_db, tiny_reranker_dir, floor=0.0, top_n=2)
+    result = pipeline.ask("What is the H2's maximum payload?")
+    rows = present.result_rows(result)
+    assert len(rows) == len(result.gate.ranked) == pipeline.config.pool_size
+    assert [r[1] for r in rows[:3]] == ["kept", "kept", "cut by top-n"]
+    assert isinstance(result.outcome, Answer)
+    cited_rows = [r for r in rows if r[2]]
+    assert len(cited_rows) == len(result.outcome.cited) and cited_rows[0][2] == "[1]"
+    first = result.gate.ranked[0]
+    assert rows[0][3] == f"{first.p_relevant:.4f}" and rows[0][4] == f"{first.rerank_logit:.3f}"
+    assert rows[0][6] == f"{first.bm25_score:.3f}" and rows[0][7] == f"{first.vector_distance:.3f}"
+    markdown = present.outcome_markdown(result)
+    assert "**Sources**" in markdown and os.path.basename(result.outcome.cited[0].doc_path) in markdown
+    fig = present.score_chart(result.gate)
+    assert [line.get_ydata()[0] for line in fig.axes[0].get_lines()] == [result.gate.floor]
+
+
+def test_refusal_markdown_names_the_floor_and_near_misses(sample_db, tiny_reranker_dir):
+    result = make_pipeline(sample_db, tiny_reranker_dir, floor=1.0).ask("How do I boil an egg?")
+    text = present.outcome_markdown(result)
+    assert present.REFUSAL_TEXT in text and "floor 1.000" in text
+    assert text.count("\n- ") == len(result.outcome.near_misses) == 3
