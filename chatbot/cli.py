@@ -56,7 +56,8 @@ def make_ingest(config: Config, store, embedder):
     full_text_index = resolve_bm25_backend(config.bm25_backend, store.is_remote) == "lancedb"
 
     def ingest(paths, progress=None):
-        return ingest_paths(paths, store, embedder, settings, progress=progress, full_text_index=full_text_index)
+        return ingest_paths(paths, store, embedder, settings, progress=progress, full_text_index=full_text_index,
+                            max_file_bytes=config.max_file_mb * 2**20)
 
     return ingest
 

@@ -49,10 +49,11 @@ class Config:
     traces: bool = True  # persist a score trace of every question beside the chunks
     upload_dir: str = ".chatbot/uploads"  # where files uploaded in the UI are kept (and ingested from)
     upload_max_mb: int = 25  # per uploaded file
+    max_file_mb: int = 32  # larger files are reported, not ingested: logs and dumps are not documents
 
     def __post_init__(self) -> None:
         for name in ("chunk_max_tokens", "pool_size", "top_n", "embed_batch_size",
-                     "context_max_tokens", "llm_max_answer_tokens", "reranker_max_length", "upload_max_mb"):
+                     "context_max_tokens", "llm_max_answer_tokens", "reranker_max_length", "upload_max_mb", "max_file_mb"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"config key '{name}' must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.chunk_overlap_tokens < self.chunk_max_tokens:

@@ -13,6 +13,10 @@ class StoreError(ChatbotError):
     """The knowledge base cannot be opened, read or written."""
 
 
+class StoreBusy(StoreError):
+    """Another writer holds the knowledge base."""
+
+
 class EmbedderMismatch(StoreError):
     """The table was built by a different embedder than the one configured."""
 

@@ -7,18 +7,21 @@ document's rows that are not among them) so a reader never sees a half-replaced 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from chatbot.errors import EmbedderMismatch, StoreError
+from chatbot.errors import EmbedderMismatch, StoreBusy, StoreError
 from chatbot.types import Chunk
 
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -70,6 +73,36 @@ class ChunkStore:
     @property
     def is_remote(self) -> bool:
         return bool(_REMOTE.match(self.uri))
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Held by an ingest for its whole run, so two ingests into one local knowledge base never
+        interleave: the second fails at once, naming the holder. The kernel drops the lock when the
+        holder dies, even by SIGKILL. Remote stores rely on LanceDB's own commit conflict checks."""
+        if self.is_remote:
+            yield
+            return
+        folder = Path(self.uri)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = open(folder / f".{self.table_name}.write.lock", "a+", encoding="utf-8")
+        except OSError as e:
+            raise StoreError(f"cannot write to the database folder '{self.uri}' (config key db_uri): {e.strerror or e}") from e
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise StoreBusy(f"another ingest ({holder}) is writing to the knowledge base '{self.table_name}' at "
+                                f"'{self.uri}'; wait for it to finish, then run this one again") from None
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @property
     def db(self):

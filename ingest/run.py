@@ -23,7 +23,7 @@ from chatbot.types import Chunk
 from ingest.chunk import chunk_document
 from ingest.parse import SUPPORTED_SUFFIXES, parse_file
 
-MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_FILE_BYTES = 32 * 1024 * 1024  # a bigger file is a log or data dump, not a document to cite
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,16 @@ def ingest_paths(
     batch_chunks: int = 512,
     progress: Callable[[Iterable, int], Iterable] | None = None,
     full_text_index: bool = False,
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> IngestReport:
-    """`full_text_index`: also (re)build LanceDB's full-text index, for the "lancedb" BM25 backend."""
+    """`full_text_index`: also (re)build LanceDB's full-text index, for the "lancedb" BM25 backend.
+    Only one ingest writes to a knowledge base at a time: a second raises `StoreBusy`."""
+    with store.write_lock():
+        return _ingest(paths, store, embedder, settings, batch_chunks, progress, full_text_index, max_file_bytes)
+
+
+def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSettings, batch_chunks: int,
+            progress, full_text_index: bool, max_file_bytes: int) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport()
     files, folders, failures = discover([Path(p) for p in paths])
@@ -124,8 +132,9 @@ def ingest_paths(
         seen.add(doc_path)
         try:
             size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                raise ParseError(doc_path, f"file is {size / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
+            if size > max_file_bytes:
+                raise ParseError(doc_path, f"file is {size / 2**20:.0f} MiB; the limit is {max_file_bytes / 2**20:g} MiB "
+                                           "(config key max_file_mb)")
             data = path.read_bytes()
         except ParseError as e:
             report.failed.append((doc_path, e.reason))
