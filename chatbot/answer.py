@@ -41,9 +41,47 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
+# Sentences in documents that address the model rather than the reader. The prompt already frames
+# sources as data; these are also withheld from the model, since small models obey them anyway.
+_INSTRUCTION_LIKE = re.compile(
+    r"\b(?:ignore|disregard|forget|override|bypass)\b[^.!?\n]{0,80}\b(?:instructions?|rules?|prompts?|guidelines|"
+    r"directives?|constraints)\b"
+    r"|\byou\s+are\s+(?:now|no\s+longer)\b|\bnew\s+instructions?\b|\bsystem\s+prompt\b"
+    r"|\b(?:ai|language\s+model|assistant|chatbot|llm)\s*[:,]\s*(?:you\s+must|always|never|do\s+not)\b"
+    r"|<\|[a-z_]+\|>|\[/?(?:INST|SYS)\]|^\s*#{1,6}\s*(?:system|instructions?)\s*:?\s*$",
+    re.IGNORECASE | re.MULTILINE)
+# Chat-template blocks (a role turn, an [INST] span) are instructions from their first token to their last.
+_ROLE_BLOCK = re.compile(r"<\|im_start\|>.*?(?:<\|im_end\|>|$)|\[INST\].*?(?:\[/INST\]|$)|<<SYS>>.*?(?:<</SYS>>|$)",
+                         re.IGNORECASE | re.DOTALL)
+_SENTENCE_OR_LINE = re.compile(r"[^.!?\n]*(?:[.!?]+|\n|$)")
+WITHHELD = "[instruction-like text withheld]"
+
+
+def withhold_instructions(text: str) -> str:
+    """The text with every sentence that addresses the model replaced by a marker, and with it
+    the rest of its line: an injected instruction rarely ends with its first sentence."""
+    if not _INSTRUCTION_LIKE.search(text):
+        return text
+    text = _ROLE_BLOCK.sub(WITHHELD, text)
+    parts: list[str] = []
+    withholding = False
+    for m in _SENTENCE_OR_LINE.finditer(text):
+        piece = m.group(0)
+        if piece and (withholding or _INSTRUCTION_LIKE.search(piece)):
+            if not withholding:
+                lead = piece[: len(piece) - len(piece.lstrip())]
+                parts.append(lead + WITHHELD)
+            withholding = not piece.endswith("\n")
+            if not withholding:
+                parts.append("\n")
+        else:
+            parts.append(piece)
+    return "".join(parts)
+
+
 def format_source(number: int, chunk: Chunk) -> str:
     where = " > ".join(x for x in (chunk.title, *chunk.heading_path) if x)
-    body = chunk.text.replace("</source>", "</ source>")  # a document cannot close its own source tag
+    body = withhold_instructions(chunk.text).replace("</source>", "</ source>")  # a document cannot close its tag
     return f'<source id="{number}" from="{where}">\n{body}\n</source>'
 
 
@@ -237,7 +275,8 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
     """Quote the sentences of the kept chunks closest to the question, each with its citation."""
     sentences: list[tuple[int, str]] = []
     for i, cand in enumerate(evidence):
-        sentences.extend((i, s) for s in split_sentences(cand.chunk.text))
+        # Text aimed at a model is no answer for the reader either.
+        sentences.extend((i, s) for s in split_sentences(withhold_instructions(cand.chunk.text)) if WITHHELD not in s)
     if not sentences:
         sentences = [(i, c.chunk.text.strip()) for i, c in enumerate(evidence)]
     vectors = embed([question] + [s for _, s in sentences])

@@ -57,7 +57,7 @@ def make_ingest(config: Config, store, embedder):
 
     def ingest(paths, progress=None):
         return ingest_paths(paths, store, embedder, settings, progress=progress, full_text_index=full_text_index,
-                            max_file_bytes=config.max_file_mb * 2**20)
+                            max_file_bytes=config.max_file_mb * 2**20, batch_chunks=config.ingest_batch_chunks)
 
     return ingest
 

@@ -35,6 +35,7 @@ class Config:
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 30
     embed_batch_size: int = 32
+    ingest_batch_chunks: int = 512  # chunks embedded and committed together: bounds ingest memory and lost work on a crash
     pool_size: int = 30  # the reranker's cost grows with it: 30 keeps a question near a second on 2 cores
     bm25_backend: str = "auto"  # "rank_bm25" (in memory), "lancedb" (its full-text index), "auto": lancedb for remote URIs
     rrf_k: int = 60
@@ -53,7 +54,8 @@ class Config:
 
     def __post_init__(self) -> None:
         for name in ("chunk_max_tokens", "pool_size", "top_n", "embed_batch_size",
-                     "context_max_tokens", "llm_max_answer_tokens", "reranker_max_length", "upload_max_mb", "max_file_mb"):
+                     "context_max_tokens", "llm_max_answer_tokens", "reranker_max_length", "upload_max_mb", "max_file_mb",
+                     "ingest_batch_chunks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"config key '{name}' must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.chunk_overlap_tokens < self.chunk_max_tokens:

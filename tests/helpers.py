@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -37,11 +38,12 @@ class FakeOpenAIServer:
     """
 
     def __init__(self, reply=lambda request: "The answer is in the first source [1].", status: int = 200,
-                 raw_body: bytes | None = None):
+                 raw_body: bytes | None = None, delay_s: float = 0.0):
         self.requests: list[dict] = []
         self.reply = reply
         self.status = status
         self.raw_body = raw_body
+        self.delay_s = delay_s
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,6 +55,8 @@ class FakeOpenAIServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 outer.requests.append({"path": self.path, "body": body,
                                        "authorization": self.headers.get("Authorization")})
+                if outer.delay_s:
+                    time.sleep(outer.delay_s)
                 if body.get("stream") and outer.raw_body is None and outer.status == 200:
                     self._stream(outer.reply(body), body.get("model"))
                     return
@@ -86,6 +90,7 @@ class FakeOpenAIServer:
                 self.wfile.write(b"data: [DONE]\n\n")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True  # a handler still sleeping must not hold up shutdown
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -99,6 +104,7 @@ class FakeOpenAIServer:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+        self.server.socket.close()
 
 
 DOCS = {
@@ -134,7 +140,7 @@ def write_tiny_beir(root: Path) -> Path:
     return root
 
 
-def make_pipeline(db, reranker_dir, floor, server=None, base_url="", **config):
+def make_pipeline(db, reranker_dir, floor, server=None, base_url="", llm_api_key="sk-test-secret", **config):
     """A pipeline over `db` with a fixed floor, answering through `server` (or `base_url`) when given."""
     from chatbot.calibration import Calibration
     from chatbot.config import Config
@@ -143,7 +149,7 @@ def make_pipeline(db, reranker_dir, floor, server=None, base_url="", **config):
     base_url = server.base_url if server else base_url
     cfg = Config(db_uri=db, reranker=str(reranker_dir),
                  llm_base_url=base_url, llm_model="test-model" if base_url else "",
-                 llm_api_key="sk-test-secret", **config)
+                 llm_api_key=llm_api_key, **config)
     pipeline = Pipeline.from_config(cfg)
     pipeline.calibration = Calibration(floor=floor)
     return pipeline
