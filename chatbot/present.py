@@ -8,7 +8,9 @@ places them on the page.
 from __future__ import annotations
 
 import html
+import io
 import os
+import threading
 from typing import Sequence
 
 from chatbot.types import Answer, AskResult, Candidate, Chunk, GateResult, Refusal
@@ -111,14 +113,14 @@ def chunk_markdown(candidate: Candidate, status: str) -> str:
 
 
 def score_chart(gate: GateResult):
-    """p_relevant of every candidate (log scale: calibrated scores span decades) with the floor drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """p_relevant of every candidate (log scale: calibrated scores span decades) with the floor drawn.
+    Built without pyplot, whose global state is not safe across the UI's worker threads."""
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
 
-    fig, ax = plt.subplots(figsize=(5.2, 2.4), dpi=100)
+    fig = Figure(figsize=(5.2, 2.4), dpi=100)
+    ax = fig.subplots()
     colours = {"kept": "#2e7d32", "below_floor": "#9e9e9e", "cut_by_top_n": "#f9a825"}
     values = [max(c.p_relevant or 0.0, 1e-6) for c in gate.ranked]
     statuses = [gate.status(c.chunk.id) for c in gate.ranked]
@@ -126,10 +128,26 @@ def score_chart(gate: GateResult):
     ax.axhline(gate.floor, color="#c62828", linestyle="--", linewidth=1.2, label=f"floor {gate.floor:.4f}")
     ax.set_yscale("log")
     ax.set_ylim(1e-6, 1.0)
+    # Plain tick labels: log axes default to mathtext, whose shared parser breaks under concurrent use.
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_xlabel("candidate (best first)")
     ax.set_ylabel("p_relevant")
     handles = [ax.get_lines()[0]] + [Patch(color=c, label=STATUS_LABELS[s]) for s, c in colours.items()]
     ax.legend(handles=handles, fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()
-    plt.close(fig)
     return fig
+
+
+_RENDER_LOCK = threading.Lock()  # matplotlib's font and text caches are shared by every figure
+
+
+def chart_image(gate: GateResult):
+    """The score chart as a PNG image, rendered here rather than by the UI framework's threads."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with _RENDER_LOCK:
+        score_chart(gate).savefig(buffer, format="png")
+    buffer.seek(0)
+    return Image.open(buffer)

@@ -140,7 +140,7 @@ class ChatApp:
 
     def _panel(self, gate, rewrite: Rewrite, timings_ms: dict, cited) -> tuple:
         return (present.floor_markdown(gate, rewrite.asked, rewrite.standalone),
-                present.candidate_rows(gate, cited), present.score_chart(gate),
+                present.candidate_rows(gate, cited), present.chart_image(gate),
                 present.timings_markdown(timings_ms), "*Click a row to read its chunk.*")
 
     @staticmethod
@@ -240,7 +240,8 @@ class ChatApp:
                     with gr.Column(scale=4):
                         gr.Markdown("### Inspection: the last answer")
                         floor = gr.Markdown(elem_id="panel-floor")
-                        chart = gr.Plot(label="p_relevant per candidate, floor dashed", elem_id="panel-chart")
+                        chart = gr.Image(label="p_relevant per candidate, floor dashed", elem_id="panel-chart",
+                                         type="pil", interactive=False, buttons=[], height=250)
                         timings = gr.Markdown(elem_id="panel-timings")
                 table = gr.Dataframe(headers=present.TABLE_HEADERS, interactive=False, wrap=True,
                                      elem_id="inspection-table", label="Candidate pool (click a row for its text)")
@@ -257,8 +258,10 @@ class ChatApp:
                                     label="Indexed documents", elem_id="documents")
 
             outputs = [box, chat, session, floor, table, chart, timings, chunk_text]
-            for trigger in (box.submit, send.click):
-                trigger(self.respond, [box, chat, session], outputs, concurrency_limit=4, concurrency_id="chat")
+            # One public API endpoint ("/ask", for gradio_client and scripts); Enter in the box is the same call.
+            send.click(self.respond, [box, chat, session], outputs, concurrency_limit=4, concurrency_id="chat",
+                       api_name="ask")
+            box.submit(self.respond, [box, chat, session], outputs, concurrency_id="chat", api_visibility="private")
             # Gradio injects event data by the parameter's annotation, so it must be the real class.
             def on_select(session_, evt):
                 return self.select_chunk(session_, evt)
