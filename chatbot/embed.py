@@ -48,7 +48,10 @@ class Embedder:
             return SentenceTransformer(where, device=self.device)
         except Exception as e:
             hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
-            raise ModelLoadError(f"cannot load embedder '{self.name}' from {where}{hint}: {e}") from e
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"cannot load embedder '{self.name}'{hint}: {reason}. Set config key 'embedder' "
+                                 "to a sentence-transformers folder or hub id (default: "
+                                 "sentence-transformers/all-MiniLM-L6-v2, packaged offline)") from e
 
     @cached_property
     def dimension(self) -> int:

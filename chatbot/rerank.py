@@ -85,7 +85,9 @@ class Reranker:
                                 trust_remote_code=_only_known_modules(where), model_kwargs={"dtype": torch.float32})
         except Exception as e:
             hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
-            raise ModelLoadError(f"cannot load reranker '{self.name}' from {where}{hint}: {e}") from e
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"cannot load reranker '{self.name}'{hint}: {reason}. Set config key 'reranker' "
+                                 "(or --reranker) to 'shipped', a local CrossEncoder folder, or a hub id") from e
 
     @cached_property
     def fingerprint(self) -> str:

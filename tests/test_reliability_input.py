@@ -96,3 +96,17 @@ def test_an_unreadable_database_uri_is_a_clear_error(tmp_path):
     store = ChunkStore(str(blocker / "db"))
     with pytest.raises(ChatbotError, match="db_uri"):
         ingest_paths([tmp_path], store, Embedder("sentence-transformers/all-MiniLM-L6-v2"), ChunkingSettings())
+
+
+def test_missing_models_name_the_config_key(tmp_path, sample_db, capsys, monkeypatch):
+    from chatbot.cli import main
+
+    code = main(["--db", sample_db, "ask", "--reranker", str(tmp_path / "no-such-model"), "What is the H2 payload?"])
+    err = capsys.readouterr().err
+    assert code == 2 and "config key 'reranker'" in err and "Traceback" not in err
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "a.md").write_text("# A\n\nSome text.\n")
+    monkeypatch.setenv("CHATBOT_EMBEDDER", str(tmp_path / "no-such-embedder"))
+    code = main(["--db", str(tmp_path / "db"), "ingest", str(tmp_path / "kb"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "config key 'embedder'" in err and "Traceback" not in err
