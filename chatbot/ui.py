@@ -26,7 +26,8 @@ from chatbot.types import AskResult
 
 UPLOAD_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
 CSS = """
-.refusal { color: #b71c1c; font-size: 1.05em; }
+#chat .refusal { border-left: 4px solid #b71c1c; background: #fdecea; padding: 6px 10px; border-radius: 4px; }
+#chat .refusal, #chat .refusal strong { color: #b71c1c !important; font-size: 1.05em; }
 #inspection-table { font-size: 0.85em; }
 footer { display: none !important; }
 """
