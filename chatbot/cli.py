@@ -191,7 +191,7 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
     from tqdm import tqdm
 
     from chatbot.calibration import Calibration
-    from chatbot.evaluate import LabelledQuery, run_queries
+    from chatbot.evaluate import EXTRA_PREFIX, LabelledQuery, run_queries
     from chatbot.pipeline import Pipeline
     from ingest.beir import ingest_corpus, load_beir
     from ingest.run import ChunkingSettings
@@ -206,7 +206,7 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
     queries = [q for q in dataset.queries if keep(dataset.name, q)]
     for extra in args.extra_unanswerable or []:
         other = load_beir(extra, split=None)
-        queries.extend(LabelledQuery(f"extra:{q.id}", q.text, {}, answerable=False)
+        queries.extend(LabelledQuery(f"{EXTRA_PREFIX}{q.id}", q.text, {}, answerable=False)
                        for q in other.queries if keep(other.name, q))
     queries = _sample(queries, args.limit)
     table = args.table or f"eval_{_safe_name(dataset.name)}"

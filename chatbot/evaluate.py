@@ -109,7 +109,26 @@ def ranking_report(outcomes: Sequence[QueryOutcome]) -> dict:
     return report
 
 
+EXTRA_PREFIX = "extra:"  # queries of another set asked of this corpus (--extra-unanswerable)
+
+
 def refusal_report(outcomes: Sequence[QueryOutcome], floor: float) -> dict:
+    report = _refusal_numbers(outcomes, floor)
+    # The two kinds of "no answer here" differ in difficulty: a question written to look answerable
+    # from this corpus (SQuAD 2.0's) vs a question from another domain entirely. Report each.
+    by_kind = {}
+    for kind, is_kind in (("in_domain", lambda q: not q.id.startswith(EXTRA_PREFIX)),
+                          ("out_of_domain", lambda q: q.id.startswith(EXTRA_PREFIX))):
+        subset = [o for o in outcomes if o.query.answerable or is_kind(o.query)]
+        if any(not o.query.answerable for o in subset):
+            numbers = _refusal_numbers(subset, floor)
+            by_kind[kind] = {k: numbers[k] for k in ("n_unanswerable", "auroc_top_p_relevant", "auroc_top_bm25",
+                                                     "auroc_top_cosine", "at_floor")}
+    report["by_unanswerable_kind"] = by_kind
+    return report
+
+
+def _refusal_numbers(outcomes: Sequence[QueryOutcome], floor: float) -> dict:
     top_p = [o.top_p for o in outcomes]
     answerable = [o.query.answerable for o in outcomes]
     def separation(scores: list[float]) -> float | None:
@@ -181,6 +200,11 @@ def summary_table(report: dict) -> str:
     lines.append(f"at floor {report['floor']:.3f}: refusal precision {at['refusal_precision']:.3f}, "
                  f"refusal recall {at['refusal_recall']:.3f}, false refusals {at['false_refusal_rate']:.3f}, "
                  f"coverage {at['coverage']:.3f}")
+    for kind, numbers in ref.get("by_unanswerable_kind", {}).items():
+        lines.append(f"  {kind.replace('_', '-')} unanswerable ({numbers['n_unanswerable']}): AUROC p_relevant "
+                     f"{fmt(numbers['auroc_top_p_relevant'])}, BM25 {fmt(numbers['auroc_top_bm25'])}; at the floor "
+                     f"refusal precision {numbers['at_floor']['refusal_precision']:.3f}, "
+                     f"recall {numbers['at_floor']['refusal_recall']:.3f}")
     lines.append(f"calibration: ECE {report['calibration']['ece']:.4f} over {report['calibration']['n_pairs']} pairs")
     lat = report["latency_ms"]
     lines.append("latency ms (median / p95): " + ", ".join(

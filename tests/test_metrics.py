@@ -51,3 +51,23 @@ def test_risk_coverage_by_hand():
     curve = risk_coverage([0.9, 0.8, 0.3], [True, False, True])
     assert [(c["coverage"], c["risk"]) for c in curve] == [
         (pytest.approx(1 / 3), 0.0), (pytest.approx(2 / 3), 0.5), (1.0, pytest.approx(1 / 3))]
+
+
+def test_refusal_report_separates_in_domain_from_out_of_domain_unanswerable():
+    from chatbot.evaluate import EXTRA_PREFIX, LabelledQuery, QueryOutcome, refusal_report
+
+    def outcome(qid, answerable, top_p):
+        query = LabelledQuery(qid, "q", {"d": 1} if answerable else {}, answerable=answerable)
+        return QueryOutcome(query, {}, 30, 0.0, top_p, 0.0, 0.0, (), (), {})
+
+    outcomes = [outcome("a1", True, 0.9), outcome("a2", True, 0.6), outcome("u1", False, 0.7),
+                outcome(f"{EXTRA_PREFIX}x1", False, 0.1), outcome(f"{EXTRA_PREFIX}x2", False, 0.2)]
+    report = refusal_report(outcomes, floor=0.65)
+    assert report["auroc_top_p_relevant"] == pytest.approx(5 / 6)
+    kinds = report["by_unanswerable_kind"]
+    assert kinds["in_domain"]["auroc_top_p_relevant"] == pytest.approx(0.5)
+    assert kinds["out_of_domain"]["auroc_top_p_relevant"] == pytest.approx(1.0)
+    # at floor 0.65: refused = a2, x1, x2; out-of-domain subset: both extras refused, a2 wrongly
+    assert kinds["out_of_domain"]["at_floor"]["refusal_precision"] == pytest.approx(2 / 3)
+    assert kinds["out_of_domain"]["at_floor"]["refusal_recall"] == pytest.approx(1.0)
+    assert kinds["in_domain"]["at_floor"]["refusal_recall"] == pytest.approx(0.0)
