@@ -278,7 +278,7 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int) -> dict:
         qv = embedder.model.encode(question, normalize_embeddings=True)
         res = (table.search(query_type="hybrid", vector_column_name="vector", fts_columns="search_text")
                .vector(qv).text(question).rerank(ce_reranker).limit(POOL)
-               .select(["id", "doc_path"]).to_arrow())
+               .select(["id", "doc_path", "search_text"]).to_arrow())
         return res.column("doc_path").to_pylist()
 
     # Peer B: the tutorial pipeline, everything in memory.

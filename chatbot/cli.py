@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -108,6 +109,8 @@ def cmd_serve(args) -> int:
     if args.host not in LOOPBACK_HOSTS and auth is None:
         print(f"warning: serving on {args.host} without --auth: anyone who can reach this machine can read "
               "the knowledge base", file=sys.stderr)
+    # SIGTERM (a service manager, `kill`) must unwind like Ctrl+C, so the local LLM server is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     local = None
     try:
         if args.local_llm:

@@ -64,3 +64,37 @@ def test_refusal_markdown_names_the_floor_and_near_misses(sample_db, tiny_rerank
     text = present.outcome_markdown(result)
     assert present.REFUSAL_TEXT in text and "floor 1.000" in text
     assert text.count("\n- ") == len(result.outcome.near_misses) == 3
+
+
+def test_local_llm_server_dies_with_its_parent(tmp_path):
+    """Killing `chatbot serve --local-llm` by any signal must not orphan the model server."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from chatbot.local_llm import local_llm_available
+
+    if not local_llm_available():
+        pytest.skip("the local LLM is not installed")
+    script = ("from chatbot.local_llm import LocalLLMServer; import time, sys\n"
+              "s = LocalLLMServer().start(); print(s.process.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split()[2] == "Z":  # exited, waiting to be reaped
+                    return
+            time.sleep(0.2)
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the model server outlived its parent")
+    finally:
+        parent.kill()
