@@ -40,14 +40,37 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SIZES = {"10k": 1, "100k": 10, "300k": 30}  # replication factor of the real ~10k-chunk table
+SIZES = {"10k": 10_000, "100k": 100_000, "300k": 300_000}  # target rows; "10k" is always the real table
+_BASE_ROWS: int | None = None
 BASE_TABLE = "scifact"
 NOISE_SIGMA = 0.01  # per dimension, 384 dims: a replica's cosine to its original is about 0.98
 POOL = 30
 
 
+def replicas(size: str) -> int:
+    """How many copies of the real table make about SIZES[size] rows (1 for the real table)."""
+    if size == "10k":
+        return 1
+    return max(2, round(SIZES[size] / _BASE_ROWS))
+
+
 def table_name(size: str) -> str:
-    return BASE_TABLE if SIZES[size] == 1 else f"scifact_x{SIZES[size]}"
+    return BASE_TABLE if replicas(size) == 1 else f"scifact_x{replicas(size)}"
+
+
+def corpus_path(cache: Path, eval_dir: Path, limit: int | None) -> Path:
+    """The corpus file to ingest: the real one, or (with --corpus-limit) its first `limit` documents,
+    written into the cache folder (outside the repository) so that re-ingest sees the same corpus."""
+    if not limit:
+        return eval_dir / "corpus.jsonl"
+    sub = cache / f"corpus_first{limit}.jsonl"
+    if not sub.is_file():
+        with open(eval_dir / "corpus.jsonl", encoding="utf-8") as f, open(sub, "w", encoding="utf-8") as g:
+            for n, line in enumerate(f):
+                if n >= limit:
+                    break
+                g.write(line)
+    return sub
 
 
 def peak_rss_mb() -> float:
@@ -67,7 +90,7 @@ def log(msg: str) -> None:
 
 
 # -- building the knowledge bases ------------------------------------------------------------------
-def build_base(cache: Path, eval_dir: Path) -> dict:
+def build_base(cache: Path, eval_dir: Path, corpus: Path) -> dict:
     """Ingest SciFact through ingest.beir (the path `chatbot eval` uses); time it and a re-ingest."""
     from chatbot.config import Config
     from chatbot.embed import Embedder
@@ -88,24 +111,26 @@ def build_base(cache: Path, eval_dir: Path) -> dict:
         load_s = time.perf_counter() - t
         log("ingesting SciFact (real embeddings) ...")
         t = time.perf_counter()
-        written = ingest_corpus(eval_dir / "corpus.jsonl", store, embedder, settings)
+        written = ingest_corpus(corpus, store, embedder, settings)
         took = time.perf_counter() - t
-        stats["first_ingest"] = {"chunks_written": written, "seconds": round(took, 1),
-                                 "chunks_per_s": round(written / took, 1), "embedder_load_s": round(load_s, 1),
-                                 "documents": sum(1 for _ in open(eval_dir / "corpus.jsonl", encoding="utf-8"))}
+        if written:
+            stats["first_ingest"] = {"chunks_written": written, "seconds": round(took, 1),
+                                     "chunks_per_s": round(written / took, 1), "embedder_load_s": round(load_s, 1),
+                                     "documents": sum(1 for _ in open(corpus, encoding="utf-8"))}
         log(f"ingested {written} chunks in {took:.0f} s ({written / took:.1f} chunks/s)")
     # Re-ingest of the unchanged corpus, as a fresh process would do it (new store handle, model not loaded).
     reingests = []
     for _ in range(3):
         store2, embedder2 = ChunkStore(db, BASE_TABLE), Embedder(cfg.embedder, cfg.embed_batch_size)
         t = time.perf_counter()
-        written = ingest_corpus(eval_dir / "corpus.jsonl", store2, embedder2, settings)
+        written = ingest_corpus(corpus, store2, embedder2, settings)
         reingests.append({"seconds": round(time.perf_counter() - t, 2), "chunks_written": written,
                           "embedder_loaded": embedder2._model._value is not None
                           if hasattr(embedder2._model, "_value") else None})
     stats["reingest_unchanged"] = {"runs": reingests,
                                    "median_s": statistics.median(r["seconds"] for r in reingests)}
     stats["chunks"] = ChunkStore(db, BASE_TABLE).count()
+    stats["corpus"] = str(corpus)
     stats_path.write_text(json.dumps(stats, indent=2) + "\n")
     log(f"re-ingest of the unchanged corpus: {stats['reingest_unchanged']['median_s']} s; {stats['chunks']} chunks")
     return stats
@@ -125,7 +150,7 @@ def build_replicated(cache: Path, size: str, vector_index: bool = True) -> dict:
     store = ChunkStore(db, name)
     if info_path.is_file() and store.exists():
         return json.loads(info_path.read_text())
-    info: dict = {"table": name, "replicas": SIZES[size]}
+    info: dict = {"table": name, "replicas": replicas(size)}
     base = ChunkStore(db, BASE_TABLE)
     if name != BASE_TABLE:
         t0 = time.perf_counter()
@@ -146,7 +171,7 @@ def build_replicated(cache: Path, size: str, vector_index: bool = True) -> dict:
         store.ensure_table(Config().embedder, lambda: dim)
         rng = np.random.default_rng(6)
         cols = {c: src.column(c).to_pylist() for c in ("id", "doc_path", "text", "search_text")}
-        for r in range(SIZES[size]):
+        for r in range(replicas(size)):
             if r == 0:
                 part = src
             else:
@@ -172,7 +197,7 @@ def build_replicated(cache: Path, size: str, vector_index: bool = True) -> dict:
     t = time.perf_counter()
     store.build_full_text_index()
     info["fts_index_s"] = round(time.perf_counter() - t, 1)
-    if vector_index and SIZES[size] > 1:
+    if vector_index and replicas(size) > 1:
         t = time.perf_counter()
         n = info["rows"]
         store.table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ",
@@ -197,15 +222,18 @@ def summary(values) -> dict:
     return {"p50_ms": round(statistics.median(values), 2), "p95_ms": round(pct(values, 0.95), 2), "n": len(values)}
 
 
-def load_questions(eval_dir: Path, n: int):
+def load_questions(eval_dir: Path, n: int, corpus: Path):
+    """A fixed sample of labelled questions whose relevant abstracts are in the ingested corpus."""
     from ingest.beir import load_beir
 
     dataset = load_beir(eval_dir, split=None)
-    qs = [q for q in dataset.queries if q.answerable]
+    with open(corpus, encoding="utf-8") as f:
+        ids = {json.loads(line)["_id"] for line in f if line.strip()}
+    qs = [q for q in dataset.queries if q.answerable and any(d in ids for d, g in q.relevant.items() if g > 0)]
     return sorted(qs, key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())[:n]
 
 
-def measure(cache: Path, eval_dir: Path, size: str, n_questions: int) -> dict:
+def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Path) -> dict:
     import dataclasses
 
     import lancedb
@@ -222,7 +250,7 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int) -> dict:
 
     name = table_name(size)
     db = str(cache / "lancedb")
-    questions = load_questions(eval_dir, n_questions)
+    questions = load_questions(eval_dir, n_questions, corpus)
     out: dict = {"size": size, "table": name, "questions": len(questions), "rss_mb": {}, "startup_s": {}}
     out["rss_mb"]["python_start"] = round(current_rss_mb(), 1)
 
@@ -389,7 +417,7 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int) -> dict:
     out["ours_stages"] = {k: {s: summary(v) for s, v in d.items()} for k, d in ours_stage.items()}
     out["stages"] = {k: (summary(v) if not k.startswith("_") else {"mean": round(statistics.mean(v), 3)})
                      for k, v in stage_t.items()}
-    if SIZES[size] == 1:
+    if replicas(size) == 1:
         out["ndcg@10"] = {k: round(statistics.mean(v), 4) for k, v in ndcg.items()}
     out["rss_mb"]["process_peak_all_systems"] = round(peak_rss_mb(), 1)
     out["torch_threads"] = torch.get_num_threads()
@@ -494,6 +522,9 @@ def main() -> None:
     ap.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval" / "scifact"))
     ap.add_argument("--sizes", default="10k,100k,300k")
     ap.add_argument("--questions", type=int, default=50)
+    ap.add_argument("--questions-large", type=int, default=None, help="questions at 100k and 300k (default: --questions)")
+    ap.add_argument("--corpus-limit", type=int, default=None,
+                    help="ingest only the first N SciFact documents (when a full real ingest does not fit the time)")
     ap.add_argument("--no-vector-index", action="store_true")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--rerun", action="store_true", help="measure again even when a size's results are cached")
@@ -501,21 +532,30 @@ def main() -> None:
     args = ap.parse_args()
     cache, eval_dir = Path(args.cache_dir).expanduser(), Path(args.eval_dir)
     cache.mkdir(parents=True, exist_ok=True)
+    corpus = corpus_path(cache, eval_dir, args.corpus_limit)
+    global _BASE_ROWS
     if args.measure:
-        result = measure(cache, eval_dir, args.measure, args.questions)
+        _BASE_ROWS = json.loads((cache / "ingest.json").read_text())["chunks"]
+        result = measure(cache, eval_dir, args.measure, args.questions, corpus)
         (cache / f"results_{args.measure}.json").write_text(json.dumps(result, indent=2) + "\n")
         return
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if not args.report_only:
-        build_base(cache, eval_dir)
+        _BASE_ROWS = build_base(cache, eval_dir, corpus)["chunks"]
         for size in sizes:
             build_replicated(cache, size, vector_index=not args.no_vector_index)
         for size in sizes:
             if (cache / f"results_{size}.json").is_file() and not args.rerun:
                 continue
             log(f"measuring {size} in a fresh process ...")
-            subprocess.run([sys.executable, __file__, "--measure", size, "--cache-dir", str(cache),
-                            "--eval-dir", str(eval_dir), "--questions", str(args.questions)], check=True)
+            n = args.questions if size == "10k" else (args.questions_large or args.questions)
+            cmd = [sys.executable, __file__, "--measure", size, "--cache-dir", str(cache),
+                   "--eval-dir", str(eval_dir), "--questions", str(n)]
+            if args.corpus_limit:
+                cmd += ["--corpus-limit", str(args.corpus_limit)]
+            subprocess.run(cmd, check=True)
+    else:
+        _BASE_ROWS = json.loads((cache / "ingest.json").read_text())["chunks"]
     results = write_report(cache, sizes, {"questions": args.questions, "pool_size": POOL, "noise_sigma": NOISE_SIGMA})
     print(markdown(results))
 

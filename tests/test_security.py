@@ -106,3 +106,36 @@ def test_ui_binds_to_loopback_unless_told_and_auth_is_checked():
     for bad in ("alice", "alice:", ":pw"):
         with pytest.raises(ConfigError, match="USER:PASSWORD"):
             parse_auth(bad)
+
+
+def test_auth_keeps_the_api_closed_without_a_login(sample_db, tiny_reranker_dir):
+    import socket
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from chatbot.ui import launch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = launch(ChatApp(make_pipeline(sample_db, tiny_reranker_dir, floor=0.5)), port=port,
+                  auth=("alice", "correct horse"), block=False)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for path in ("/config", "/gradio_api/info"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(base + path, timeout=10)
+            assert refused.value.code == 401
+
+        def login(password: str) -> int:
+            data = urllib.parse.urlencode({"username": "alice", "password": password}).encode()
+            try:
+                with urllib.request.urlopen(base + "/login", data=data, timeout=10) as response:
+                    return response.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert login("wrong") >= 400 and login("correct horse") == 200
+    finally:
+        demo.close()
