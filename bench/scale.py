@@ -233,7 +233,10 @@ def load_questions(eval_dir: Path, n: int, corpus: Path):
     return sorted(qs, key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())[:n]
 
 
-def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Path) -> dict:
+def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Path,
+            retrieval_only: bool = False) -> dict:
+    """`retrieval_only`: the stage-by-stage retrieval pass only (no reranking, no peers), for when
+    the whole comparison does not fit the time; the models are still loaded for the RSS figure."""
     import dataclasses
 
     import lancedb
@@ -259,7 +262,7 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
     t = time.perf_counter()
     ours_fts = Pipeline.from_config(dataclasses.replace(cfg, bm25_backend="lancedb"))
     ours_fts.warm()
-    for q in questions[:3]:
+    for q in questions[:0 if retrieval_only else 3]:
         ours_fts.evidence(q.text)
     out["startup_s"]["ours_lancedb_fts"] = round(time.perf_counter() - t, 1)
     out["rss_mb"]["serving_ours_lancedb_fts_peak"] = round(peak_rss_mb(), 1)
@@ -272,8 +275,11 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
     t = time.perf_counter()
     index = ours_mem.retriever.index()
     out["startup_s"]["ours_rank_bm25_index_build"] = round(time.perf_counter() - t, 1)
-    for q in questions[:3]:
+    for q in questions[:0 if retrieval_only else 3]:
         ours_mem.evidence(q.text)
+    for q in questions[:2]:
+        ours_mem.retriever.retrieve(q.text)
+        ours_fts.retriever.retrieve(q.text)
     out["rss_mb"]["serving_ours_rank_bm25_peak"] = round(peak_rss_mb(), 1)
     out["rss_mb"]["serving_ours_rank_bm25_now"] = round(current_rss_mb(), 1)
     log(f"{size}: ours (rank_bm25) ready in {out['startup_s']['ours_rank_bm25_index_build']} s, peak RSS {peak_rss_mb():.0f} MB")
@@ -301,6 +307,7 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
                                            model_kwargs={"dtype": torch.float32})
         ce_reranker.model.predict([("warm up", "warm up")])
     out["peer_cross_encoder"] = peer_model_note
+    out["retrieval_only"] = retrieval_only
 
     def peer_hybrid(question: str):
         qv = embedder.model.encode(question, normalize_embeddings=True)
@@ -314,7 +321,7 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
     snap_chunks = index.snapshot.chunks
     texts = [c.context_text for c in snap_chunks]
     doc_paths = [c.doc_path for c in snap_chunks]
-    tut_bm25 = BM25Okapi([t_.lower().split() for t_ in texts])
+    tut_bm25 = None if retrieval_only else BM25Okapi([t_.lower().split() for t_ in texts])
     tut_vectors = index.snapshot.vectors
     out["startup_s"]["tutorial_bm25_build"] = round(time.perf_counter() - t, 1)
     ce_model = ce_reranker.model
@@ -332,8 +339,9 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
         scores = ce_model.predict([(question, texts[i]) for i in pool])
         return [doc_paths[pool[j]] for j in np.argsort(-np.asarray(scores))]
 
-    peer_hybrid(questions[0].text)
-    peer_tutorial(questions[0].text)
+    if not retrieval_only:
+        peer_hybrid(questions[0].text)
+        peer_tutorial(questions[0].text)
     out["rss_mb"]["after_peers_loaded_peak"] = round(peak_rss_mb(), 1)
 
     retr_mem, retr_fts = ours_mem.retriever, ours_fts.retriever
@@ -390,7 +398,7 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
     stage_t: dict[str, list] = {}
     ours_stage: dict[str, dict[str, list]] = {k: {} for k in ("ours_rank_bm25", "ours_lancedb_fts")}
     ndcg = {k: [] for k in systems}
-    names = list(systems) + ["stages"]
+    names = ([] if retrieval_only else list(systems)) + ["stages"]
     for qi, q in enumerate(questions):
         order = names[qi % len(names):] + names[:qi % len(names)]  # rotate who goes first
         for sysname in order:
@@ -413,7 +421,7 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
             ndcg[sysname].append(ndcg_at(docs, q.relevant, 10))
         if qi % 10 == 9:
             log(f"{size}: {qi + 1}/{len(questions)} questions")
-    out["whole_question_no_llm"] = {k: summary(v) for k, v in totals.items()}
+    out["whole_question_no_llm"] = {k: summary(v) for k, v in totals.items() if v}
     out["ours_stages"] = {k: {s: summary(v) for s, v in d.items()} for k, d in ours_stage.items()}
     out["stages"] = {k: (summary(v) if not k.startswith("_") else {"mean": round(statistics.mean(v), 3)})
                      for k, v in stage_t.items()}
@@ -484,7 +492,7 @@ def markdown(results: dict) -> str:
         vals = []
         for s in cols:
             w = sizes[s]["whole_question_no_llm"]
-            vals.append(ratio(w[a]["p50_ms"], w[b]["p50_ms"]))
+            vals.append(ratio(w[a]["p50_ms"], w[b]["p50_ms"]) if a in w and b in w else "-")
         lines.append(f"| {label} | " + " | ".join(vals) + " |")
 
     ratio_row("ratio ours(rank_bm25)/LanceDB hybrid, p50", "ours_rank_bm25", "peer_lancedb_hybrid_ce")
@@ -528,6 +536,8 @@ def main() -> None:
     ap.add_argument("--no-vector-index", action="store_true")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--rerun", action="store_true", help="measure again even when a size's results are cached")
+    ap.add_argument("--retrieval-only", action="store_true",
+                    help="with --measure: time only the retrieval stages (no rerank, no peers)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one size, in this process
     args = ap.parse_args()
     cache, eval_dir = Path(args.cache_dir).expanduser(), Path(args.eval_dir)
@@ -536,7 +546,7 @@ def main() -> None:
     global _BASE_ROWS
     if args.measure:
         _BASE_ROWS = json.loads((cache / "ingest.json").read_text())["chunks"]
-        result = measure(cache, eval_dir, args.measure, args.questions, corpus)
+        result = measure(cache, eval_dir, args.measure, args.questions, corpus, args.retrieval_only)
         (cache / f"results_{args.measure}.json").write_text(json.dumps(result, indent=2) + "\n")
         return
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
