@@ -247,7 +247,7 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
 
     from chatbot.config import SHIPPED_RERANKER_DIR, Config
     from chatbot.evaluate import document_id
-    from chatbot.metrics import ndcg_at, recall_at
+    from chatbot.metrics import ndcg_at
     from chatbot.pipeline import Pipeline
     from chatbot.retrieve import bm25_tokens, reciprocal_rank_fusion
 

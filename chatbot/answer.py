@@ -252,13 +252,6 @@ def grounding_problem(answer: Answer) -> str | None:
     return None
 
 
-def llm_answer(question: str, evidence: Sequence[Candidate], llm: ChatLLM, system: str, user: str,
-               max_context_tokens: int, max_answer_tokens: int, encoding: str = "cl100k_base") -> Answer | None:
-    """The LLM's cited answer, or None when it says the evidence does not answer the question."""
-    prompt = build_prompt(question, evidence, system, user, max_context_tokens, encoding)
-    return reply_to_answer(llm.complete(prompt.messages, max_answer_tokens), prompt)
-
-
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9€$£])|\n+")
 
 

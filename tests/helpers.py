@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,3 +154,10 @@ def make_pipeline(db, reranker_dir, floor, server=None, base_url="", llm_api_key
     pipeline = Pipeline.from_config(cfg)
     pipeline.calibration = Calibration(floor=floor)
     return pipeline
+
+
+def free_port() -> int:
+    """A loopback port nobody is listening on, for a server the test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -3,9 +3,8 @@ started by the test (a fake only at the true external boundary)."""
 
 import pytest
 
-from chatbot.config import Config
 from chatbot.errors import EmptyQuestion, StoreError
-from chatbot.pipeline import Pipeline, QuestionTooLong
+from chatbot.pipeline import QuestionTooLong
 from chatbot.record import ask_record
 from chatbot.types import Answer, Refusal
 from tests.helpers import FakeOpenAIServer

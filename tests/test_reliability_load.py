@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.present import REFUSAL_TEXT
-from tests.helpers import REPO, SAMPLE_QUESTIONS
+from tests.helpers import REPO, SAMPLE_QUESTIONS, free_port
 
 USERS = 20
 SOAK_S = float(os.environ.get("LOAD_SOAK_S", "45"))
@@ -33,19 +32,13 @@ def _rss_mb(pid: int) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(sample_db, tmp_path_factory):
     """`chatbot serve` in its own process, as deployed, so its memory is its own."""
     root = tmp_path_factory.mktemp("load")
     db = root / "lancedb"
     shutil.copytree(sample_db, db)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "--db", str(db), "serve", "--port", str(port)],
                               cwd=root, env={**os.environ, "PYTHONPATH": str(REPO)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

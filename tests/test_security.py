@@ -16,7 +16,7 @@ from chatbot.store import ChunkStore
 from chatbot.types import Answer
 from chatbot.ui import ChatApp
 from ingest.run import ChunkingSettings, ingest_paths
-from tests.helpers import FakeOpenAIServer, make_pipeline
+from tests.helpers import FakeOpenAIServer, free_port, make_pipeline
 
 SECRET = "sk-live-DO-NOT-LEAK-123456"
 INJECTIONS = {
@@ -86,7 +86,7 @@ def test_api_keys_never_appear_in_traces_errors_output_or_ui(sample_db, tiny_rer
     assert SECRET not in ChatApp(pipeline).llm_label
     code = main(["--db", sample_db, "ask", "--json", "--reranker", str(tiny_reranker_dir), "What is the H2 payload?"])
     out = capsys.readouterr()
-    assert SECRET not in out.out + out.err and result.trace_id
+    assert code == 0 and SECRET not in out.out + out.err and result.trace_id
 
 
 def test_slow_llm_times_out_with_a_clear_message_and_evidence(sample_db, tiny_reranker_dir):
@@ -109,16 +109,13 @@ def test_ui_binds_to_loopback_unless_told_and_auth_is_checked():
 
 
 def test_auth_keeps_the_api_closed_without_a_login(sample_db, tiny_reranker_dir):
-    import socket
     import urllib.error
     import urllib.parse
     import urllib.request
 
     from chatbot.ui import launch
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     demo = launch(ChatApp(make_pipeline(sample_db, tiny_reranker_dir, floor=0.5)), port=port,
                   auth=("alice", "correct horse"), block=False)
     base = f"http://127.0.0.1:{port}"

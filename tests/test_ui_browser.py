@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from chatbot.local_llm import LOCAL_MODEL_ALIAS, LocalLLMServer, local_llm_avail
 from chatbot.pipeline import Pipeline
 from chatbot.present import REFUSAL_TEXT
 from chatbot.ui import ChatApp, launch
+from tests.helpers import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 LOOPBACK = ("http://127.0.0.1", "http://localhost", "data:", "blob:", "about:")
@@ -43,12 +43,6 @@ class CountingChat(OpenAIChat):
         yield from super().stream(messages, max_tokens)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> Path:
     folder = Path(os.environ.get("TEST_ARTIFACTS_DIR") or tmp_path_factory.mktemp("screenshots"))
@@ -71,7 +65,7 @@ def app_url(sample_db, tmp_path_factory):
         pipeline.warm()
         app = ChatApp(pipeline, ingest=make_ingest(config, pipeline.store, pipeline.embedder),
                       upload_dir=Path(config.upload_dir), upload_max_bytes=config.upload_max_mb * 2**20)
-        port = _free_port()
+        port = free_port()
         demo = launch(app, port=port, block=False)
         yield f"http://127.0.0.1:{port}", pipeline
         demo.close()
