@@ -1,6 +1,7 @@
-"""Fit the logit -> p_relevant mapping and choose the floor from labelled outcomes.
+"""Fit the scores -> p_relevant mapping and choose the floor from labelled outcomes.
 
-Platt scaling and isotonic regression are both fitted on one part of the questions and
+Platt scaling and isotonic regression on `rerank_logit`, and a logistic regression on
+`rerank_logit`, `cosine_similarity` and `term_coverage`, are fitted on one part of the questions and
 compared by log loss on the other (split by question, never by pair, so one question's
 pairs do not leak across); the winner is refitted on all of them. The floor is then
 chosen on question-level decisions (a question is refused when its best p_relevant is
@@ -9,6 +10,7 @@ below the floor) for a stated target.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Sequence
@@ -20,20 +22,26 @@ from chatbot.calibration import Calibration
 from chatbot.errors import CalibrationError
 
 
-def fit_platt(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-4, iterations: int = 100) -> tuple[float, float]:
-    """Logistic regression on one feature by Newton's method: p = sigmoid(a * logit + b)."""
-    x = np.column_stack([logits, np.ones_like(logits)]).astype(np.float64)
+def fit_logistic(features: np.ndarray, labels: np.ndarray, l2: float = 1e-4, iterations: int = 100) -> np.ndarray:
+    """Logistic regression by Newton's method: p = sigmoid(features @ w[:-1] + w[-1]); returns w."""
+    x = np.column_stack([np.asarray(features, dtype=np.float64).reshape(len(labels), -1), np.ones(len(labels))])
     y = labels.astype(np.float64)
-    w = np.zeros(2)
+    w = np.zeros(x.shape[1])
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(x @ w)))
         grad = x.T @ (p - y) + l2 * w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(2)
+        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(w))
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-10:
             break
-    return float(w[0]), float(w[1])
+    return w
+
+
+def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """p = sigmoid(a * logit + b)."""
+    a, b = fit_logistic(logits, labels)
+    return float(a), float(b)
 
 
 def fit_isotonic(logits: np.ndarray, labels: np.ndarray, max_knots: int = 200) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -62,6 +70,12 @@ class LabelledQuestion:
     answerable: bool
     pair_logits: tuple[float, ...]
     pair_labels: tuple[int, ...]
+    pair_cosines: tuple[float, ...]  # cosine similarity of the question to each pair's chunk
+    pair_coverages: tuple[float, ...]  # share of the question's content words in each pair's chunk
+
+    def p_relevant(self, calibration: Calibration) -> np.ndarray:
+        return calibration.p_relevant(self.pair_logits, cosine_similarity=self.pair_cosines,
+                                      term_coverage=self.pair_coverages)
 
 
 def _holdout(qid: str, fraction: float) -> bool:
@@ -84,34 +98,47 @@ def choose_floor(top_p: np.ndarray, answerable: np.ndarray, target_refusal_preci
     return min(best, 1.0)
 
 
-def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint: str, *,
-                    target_refusal_precision: float | None = 0.9, max_false_refusal_rate: float | None = None,
-                    holdout_fraction: float = 0.3, notes: dict | None = None) -> tuple[Calibration, dict]:
+def _fit(method: str, logits: np.ndarray, cosines: np.ndarray, coverages: np.ndarray,
+         labels: np.ndarray) -> Calibration:
+    """An unfloored calibration of `method` fitted to these pairs."""
+    if method == "platt":
+        a, b = fit_platt(logits, labels)
+        return Calibration(floor=0.0, method="platt", platt_a=a, platt_b=b)
+    if method == "isotonic":
+        xs, ys = fit_isotonic(logits, labels)
+        return Calibration(floor=0.0, method="isotonic", isotonic_x=xs, isotonic_y=ys)
+    *w, intercept = fit_logistic(np.column_stack([logits, cosines, coverages]), labels)
+    weights = dict(zip(("rerank_logit", "cosine_similarity", "term_coverage"), (float(v) for v in w)))
+    return Calibration(floor=0.0, method="logistic", weights={**weights, "intercept": float(intercept)})
+
+
+def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint: str, embedder_fingerprint: str = "",
+                    *, target_refusal_precision: float | None = 0.9, max_false_refusal_rate: float | None = None,
+                    holdout_fraction: float = 0.3, methods: Sequence[str] = ("platt", "isotonic", "logistic"),
+                    notes: dict | None = None) -> tuple[Calibration, dict]:
     if not questions:
         raise CalibrationError("no labelled questions to calibrate on")
     logits = np.array([x for q in questions for x in q.pair_logits], dtype=np.float64)
+    cosines = np.array([x for q in questions for x in q.pair_cosines], dtype=np.float64)
+    coverages = np.array([x for q in questions for x in q.pair_coverages], dtype=np.float64)
     labels = np.array([y for q in questions for y in q.pair_labels], dtype=np.float64)
+    if not len(cosines) == len(coverages) == len(logits):
+        raise CalibrationError("every labelled pair needs its rerank logit, cosine similarity and term coverage")
     if labels.min(initial=1) == labels.max(initial=0):
         raise CalibrationError("calibration needs both relevant and irrelevant pairs in the labelled data")
     held = np.array([_holdout(q.id, holdout_fraction) for q in questions for _ in q.pair_logits])
     if held.all() or not held.any():
         held = np.arange(len(labels)) % 3 == 0
 
-    a, b = fit_platt(logits[~held], labels[~held])
-    xs, ys = fit_isotonic(logits[~held], labels[~held])
-    val = {
-        "platt": log_loss(1 / (1 + np.exp(-(a * logits[held] + b))), labels[held]),
-        "isotonic": log_loss(np.interp(logits[held], xs, ys), labels[held]),
-    }
+    val = {}
+    for m in methods:
+        trial = _fit(m, logits[~held], cosines[~held], coverages[~held], labels[~held])
+        p = trial.p_relevant(logits[held], cosine_similarity=cosines[held], term_coverage=coverages[held])
+        val[m] = log_loss(p, labels[held])
     method = min(val, key=val.get)
-    if method == "platt":
-        a, b = fit_platt(logits, labels)
-        draft = Calibration(floor=0.0, method="platt", platt_a=a, platt_b=b)
-    else:
-        xs, ys = fit_isotonic(logits, labels)
-        draft = Calibration(floor=0.0, method="isotonic", isotonic_x=xs, isotonic_y=ys)
+    draft = _fit(method, logits, cosines, coverages, labels)
 
-    top_p = np.array([draft.p_relevant([max(q.pair_logits)])[0] if q.pair_logits else 0.0 for q in questions])
+    top_p = np.array([q.p_relevant(draft).max() if q.pair_logits else 0.0 for q in questions])
     answerable = np.array([q.answerable for q in questions], dtype=bool)
     if (~answerable).any():
         floor = choose_floor(top_p, answerable, target_refusal_precision, max_false_refusal_rate)
@@ -124,12 +151,13 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
         "method": method, "validation_log_loss": val, "n_pairs": int(len(labels)), "n_questions": len(questions),
         "target": {"refusal_precision": target_refusal_precision, "max_false_refusal_rate": max_false_refusal_rate},
         "trade_off": trade_off,
-        "ece": metrics.reliability(draft.p_relevant(logits), labels)["ece"],
+        "ece": metrics.reliability(draft.p_relevant(logits, cosine_similarity=cosines, term_coverage=coverages),
+                                   labels)["ece"],
         "auroc_top_p": metrics.auroc(top_p[answerable], top_p[~answerable]) if (~answerable).any() else None,
     }
-    calibration = Calibration(
-        floor=round(floor, 6), method=draft.method, platt_a=draft.platt_a, platt_b=draft.platt_b,
-        isotonic_x=draft.isotonic_x, isotonic_y=draft.isotonic_y, reranker_fingerprint=reranker_fingerprint,
+    calibration = dataclasses.replace(
+        draft, floor=round(floor, 6), reranker_fingerprint=reranker_fingerprint,
+        embedder_fingerprint=embedder_fingerprint if draft.reads_cosine else "",
         notes={**(notes or {}), "fit": {k: v for k, v in details.items() if k != "trade_off"}},
     )
     return calibration, details

@@ -1,7 +1,13 @@
-"""The mapping from `rerank_logit` to `p_relevant`, and the floor on `p_relevant`.
+"""The mapping from a candidate's scores to `p_relevant`, and the floor on `p_relevant`.
 
 Both come from a calibration file fitted on labelled data (see `chatbot calibrate`) and
-tied to the reranker it was fitted for: a calibration is meaningless for another model.
+tied to the models it was fitted for: a calibration is meaningless for another model.
+
+"platt" and "isotonic" read `rerank_logit` alone. "logistic" also reads the question's
+`cosine_similarity` to the chunk and the chunk's `term_coverage` of the question's words: the
+cross-encoder judges a pair on its own and is easily impressed by a fluent passage on the
+wrong subject, while a low cosine and few shared words say the question is about something
+the chunk is not, which is what questions from outside the knowledge base look like.
 """
 
 from __future__ import annotations
@@ -15,39 +21,72 @@ import numpy as np
 from chatbot.errors import CalibrationError
 
 
+METHODS = ("platt", "isotonic", "logistic")
+FEATURES = ("rerank_logit", "cosine_similarity", "term_coverage")  # what "logistic" may read of a candidate
+
+
 @dataclass(frozen=True)
 class Calibration:
     floor: float
-    method: str = "platt"  # "platt": p = sigmoid(a * logit + b); "isotonic": piecewise linear
+    # "platt": p = sigmoid(a * logit + b); "isotonic": piecewise linear in logit;
+    # "logistic": p = sigmoid(intercept + sum of weight * feature), over the FEATURES named in `weights`
+    method: str = "platt"
     platt_a: float = 1.0
     platt_b: float = 0.0
     isotonic_x: tuple[float, ...] = ()
     isotonic_y: tuple[float, ...] = ()
+    weights: dict = field(default_factory=dict, hash=False)
     reranker_fingerprint: str = ""  # empty = not tied to a model (a hand-set default)
+    embedder_fingerprint: str = ""  # set when the mapping reads cosine similarity, which the embedder defines
     notes: dict = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.floor <= 1.0:
             raise CalibrationError(f"calibration floor must be a probability in [0, 1], got {self.floor}")
-        if self.method not in ("platt", "isotonic"):
-            raise CalibrationError(f"calibration method must be 'platt' or 'isotonic', got {self.method!r}")
+        if self.method not in METHODS:
+            raise CalibrationError(f"calibration method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.method == "isotonic" and (len(self.isotonic_x) < 2 or len(self.isotonic_x) != len(self.isotonic_y)):
             raise CalibrationError("isotonic calibration needs matching isotonic_x / isotonic_y of length >= 2")
+        unknown = set(self.weights) - set(FEATURES) - {"intercept"}
+        if unknown:
+            raise CalibrationError(f"calibration weights name unknown feature(s) {sorted(unknown)}; "
+                                   f"known: {', '.join(FEATURES)}")
+        if self.method == "logistic" and not set(self.weights) & set(FEATURES):
+            raise CalibrationError(f"logistic calibration needs weights for some of {', '.join(FEATURES)}")
 
-    def p_relevant(self, logits) -> np.ndarray:
-        z = np.asarray(logits, dtype=np.float64)
+    @property
+    def reads_cosine(self) -> bool:
+        return self.method == "logistic" and bool(self.weights.get("cosine_similarity"))
+
+    def p_relevant(self, rerank_logit, **features) -> np.ndarray:
+        """Per pair. The "logistic" method also reads the other FEATURES it has weights for, given by
+        name (`cosine_similarity=`, `term_coverage=`), each aligned with `rerank_logit`."""
+        z = np.asarray(rerank_logit, dtype=np.float64)
         if self.method == "isotonic":
             return np.interp(z, self.isotonic_x, self.isotonic_y)
+        if self.method == "platt":
+            linear = self.platt_a * z + self.platt_b
+        else:
+            linear = np.full(z.shape, float(self.weights.get("intercept", 0.0)))
+            for name, weight in self.weights.items():
+                if name == "intercept" or not weight:
+                    continue
+                values = z if name == "rerank_logit" else features.get(name)
+                if values is None:
+                    raise CalibrationError(f"this calibration reads {name}, and none was given")
+                linear = linear + weight * np.asarray(values, dtype=np.float64)
         # float64 on purpose: in fp16 a sigmoid of logits above ~8 rounds to exactly 1.0 and ties.
-        return 1.0 / (1.0 + np.exp(-(self.platt_a * z + self.platt_b)))
+        return 1.0 / (1.0 + np.exp(-linear))
 
-    def check_fits(self, reranker_fingerprint: str, source: str) -> None:
-        if self.reranker_fingerprint and self.reranker_fingerprint != reranker_fingerprint:
-            raise CalibrationError(
-                f"calibration {source} was fitted for reranker '{self.reranker_fingerprint}', but the running "
-                f"reranker is '{reranker_fingerprint}'. Fit one for this model with `chatbot calibrate`, "
-                "or point config key 'calibration' at the matching file."
-            )
+    def check_fits(self, reranker_fingerprint: str, embedder_fingerprint: str, source: str) -> None:
+        for kind, fitted, running in (("reranker", self.reranker_fingerprint, reranker_fingerprint),
+                                      ("embedder", self.embedder_fingerprint, embedder_fingerprint)):
+            if fitted and fitted != running:
+                raise CalibrationError(
+                    f"calibration {source} was fitted for {kind} '{fitted}', but the running {kind} is "
+                    f"'{running}'. Fit one for these models with `chatbot calibrate`, or point config key "
+                    "'calibration' at the matching file."
+                )
 
     def save(self, path: str | Path) -> None:
         d = asdict(self)
@@ -75,6 +114,9 @@ class Calibration:
             for k in ("floor", "platt_a", "platt_b"):
                 if k in d:
                     d[k] = float(d[k])
+            if not isinstance(d.get("weights", {}), dict):
+                raise TypeError("'weights' must map feature names to numbers")
+            d["weights"] = {str(k): float(v) for k, v in d.get("weights", {}).items()}
             return cls(**d)
         except (TypeError, ValueError) as e:
             raise CalibrationError(f"calibration file {p} is malformed: {e}") from None

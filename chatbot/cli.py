@@ -50,14 +50,15 @@ def _config(args) -> Config:
 def make_ingest(config: Config, store, embedder):
     """The ingest step bound to one store and embedder: the CLI and the UI's uploads share it.
     Built here because the CLI is the one place that composes `chatbot` with `ingest`."""
-    from chatbot.retrieve import resolve_bm25_backend
+    from chatbot.retrieve import full_text_index_threshold
     from ingest.run import ChunkingSettings, ingest_paths
 
     settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
-    full_text_index = resolve_bm25_backend(config.bm25_backend, store.is_remote) == "lancedb"
+    full_text_index_from = full_text_index_threshold(config.bm25_backend, store.is_remote)
 
     def ingest(paths, progress=None):
-        return ingest_paths(paths, store, embedder, settings, progress=progress, full_text_index=full_text_index,
+        return ingest_paths(paths, store, embedder, settings, progress=progress,
+                            full_text_index_from=full_text_index_from,
                             max_file_bytes=config.max_file_mb * 2**20, batch_chunks=config.ingest_batch_chunks)
 
     return ingest
@@ -130,7 +131,7 @@ def cmd_serve(args) -> int:
                       llm_label=llm_label)
         print(f"chat UI: http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}  "
               "(Ctrl+C to stop)", file=sys.stderr)
-        launch(app, host=args.host, port=args.port, auth=auth)
+        launch(app, host=args.host, port=args.port, auth=auth, max_sessions=config.ui_max_sessions)
     finally:
         if local is not None:
             local.stop()
@@ -273,13 +274,14 @@ def cmd_calibrate(args) -> int:
 
     config = _config(args)
     pipeline, outcomes = _eval_outcomes(args, config, fitting=True)
-    questions = [LabelledQuestion(o.query.id, o.query.answerable, o.pair_logits, o.pair_labels) for o in outcomes]
+    questions = [LabelledQuestion(o.query.id, o.query.answerable, o.pair_logits, o.pair_labels, o.pair_cosines,
+                                  o.pair_coverages) for o in outcomes]
     notes = {"dataset": str(args.dataset), "extra_unanswerable": args.extra_unanswerable or [],
              "limit": args.limit, "embedder": pipeline.embedder.fingerprint,
              "chunking": f"max={config.chunk_max_tokens},overlap={config.chunk_overlap_tokens},{config.tokenizer_encoding}",
              "pool_size": config.pool_size}
     calibration, details = fit_calibration(
-        questions, pipeline.reranker.fingerprint,
+        questions, pipeline.reranker.fingerprint, pipeline.embedder.fingerprint,
         target_refusal_precision=None if args.max_false_refusal_rate is not None else args.target_refusal_precision,
         max_false_refusal_rate=args.max_false_refusal_rate, notes=notes)
     print(f"method: {details['method']} (validation log loss: "

@@ -37,7 +37,9 @@ class Config:
     embed_batch_size: int = 32
     ingest_batch_chunks: int = 512  # chunks embedded and committed together: bounds ingest memory and lost work on a crash
     pool_size: int = 30  # the reranker's cost grows with it: 30 keeps a question near a second on 2 cores
-    bm25_backend: str = "auto"  # "rank_bm25" (in memory), "lancedb" (its full-text index), "auto": lancedb for remote URIs
+    # "rank_bm25" (in memory), "lancedb" (its full-text index), "auto": lancedb for remote URIs and for
+    # tables of 20k+ chunks (ingest builds the index there), rank_bm25 below
+    bm25_backend: str = "auto"
     rrf_k: int = 60
     top_n: int = 5
     llm_base_url: str = ""  # empty = no LLM: answers are extractive
@@ -51,11 +53,14 @@ class Config:
     upload_dir: str = ".chatbot/uploads"  # where files uploaded in the UI are kept (and ingested from)
     upload_max_mb: int = 25  # per uploaded file
     max_file_mb: int = 32  # larger files are reported, not ingested: logs and dumps are not documents
+    # Chat sessions the UI keeps in memory (each holds its conversation and its last inspection panel,
+    # ~0.1-1.5 MB); beyond this the least recently used is forgotten, so memory is bounded.
+    ui_max_sessions: int = 500
 
     def __post_init__(self) -> None:
         for name in ("chunk_max_tokens", "pool_size", "top_n", "embed_batch_size",
                      "context_max_tokens", "llm_max_answer_tokens", "reranker_max_length", "upload_max_mb", "max_file_mb",
-                     "ingest_batch_chunks"):
+                     "ingest_batch_chunks", "ui_max_sessions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"config key '{name}' must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.chunk_overlap_tokens < self.chunk_max_tokens:

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from chatbot.errors import ModelLoadError
-from chatbot.lazy import Lazy
+from chatbot.lazy import Lazy, OwnThread
 
 _PACKAGED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
@@ -35,10 +35,11 @@ class Embedder:
         self.batch_size = batch_size
         self.device = device
         self._model = Lazy(self._load)
+        self._thread = OwnThread("embedder")
 
     @property
     def model(self):
-        return self._model.get()
+        return self._thread.run(self._model.get)
 
     def _load(self):
         from sentence_transformers import SentenceTransformer
@@ -68,6 +69,9 @@ class Embedder:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._thread.run(self._embed, texts)
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False)
         return vectors.astype(np.float32, copy=False)

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from chatbot import metrics
+from chatbot.calibration import Calibration
 from chatbot.pipeline import Pipeline
 
 DOC_PREFIX = "beir:"
@@ -43,6 +44,8 @@ class QueryOutcome:
     pair_logits: tuple[float, ...]  # every pooled chunk's logit...
     pair_labels: tuple[int, ...]  # ...and whether its document is relevant
     timings_ms: dict[str, float]
+    pair_cosines: tuple[float, ...]  # every pooled chunk's cosine similarity to the question
+    pair_coverages: tuple[float, ...]  # every pooled chunk's term coverage of the question
 
 
 def document_id(doc_path: str) -> str:
@@ -81,6 +84,8 @@ def run_queries(pipeline: Pipeline, queries: Sequence[LabelledQuery], batch_size
                 top_bm25=max((c.bm25_score for c in ranked), default=0.0),
                 top_cosine=max((1.0 - c.vector_distance for c in ranked), default=-1.0),
                 pair_logits=tuple(c.rerank_logit for c in ranked), pair_labels=labels, timings_ms=timings,
+                pair_cosines=tuple(c.cosine_similarity for c in ranked),
+                pair_coverages=tuple(c.term_coverage for c in ranked),
             ))
             if on_done is not None:
                 on_done(1)
@@ -148,10 +153,13 @@ def _refusal_numbers(outcomes: Sequence[QueryOutcome], floor: float) -> dict:
     }
 
 
-def calibration_report(outcomes: Sequence[QueryOutcome], p_of_logit: Callable[[np.ndarray], np.ndarray]) -> dict:
+def calibration_report(outcomes: Sequence[QueryOutcome], calibration: Calibration) -> dict:
     logits = np.array([x for o in outcomes for x in o.pair_logits], dtype=np.float64)
+    cosines = np.array([x for o in outcomes for x in o.pair_cosines], dtype=np.float64)
+    coverages = np.array([x for o in outcomes for x in o.pair_coverages], dtype=np.float64)
     labels = np.array([y for o in outcomes for y in o.pair_labels], dtype=np.int64)
-    rel = metrics.reliability(p_of_logit(logits), labels, n_bins=10)
+    p = calibration.p_relevant(logits, cosine_similarity=cosines, term_coverage=coverages)
+    rel = metrics.reliability(p, labels, n_bins=10)
     rel["n_pairs"] = int(len(labels))
     rel["positive_rate"] = float(labels.mean()) if len(labels) else None
     return rel
@@ -173,7 +181,7 @@ def full_report(outcomes: Sequence[QueryOutcome], pipeline: Pipeline) -> dict:
         "n_queries": len(outcomes),
         "ranking": ranking_report(outcomes),
         "refusal": refusal_report(outcomes, pipeline.calibration.floor),
-        "calibration": calibration_report(outcomes, pipeline.calibration.p_relevant),
+        "calibration": calibration_report(outcomes, pipeline.calibration),
         "latency_ms": latency_report(outcomes),
         "floor": pipeline.calibration.floor,
         "fingerprints": {"embedder": pipeline.embedder.fingerprint, "reranker": pipeline.reranker.fingerprint},

@@ -11,7 +11,9 @@ from chatbot.types import Candidate, GateResult
 
 def apply_gate(reranked: Sequence[Candidate], calibration: Calibration, top_n: int) -> GateResult:
     """Attach `p_relevant` to every candidate, keep the best `top_n` that clear the floor."""
-    probs = calibration.p_relevant([c.rerank_logit for c in reranked])
+    probs = calibration.p_relevant([c.rerank_logit for c in reranked],
+                                   cosine_similarity=[c.cosine_similarity for c in reranked],
+                                   term_coverage=[c.term_coverage for c in reranked])
     scored = sorted(
         (dataclasses.replace(c, p_relevant=float(p)) for c, p in zip(reranked, probs)),
         key=lambda c: -c.p_relevant,

@@ -20,7 +20,7 @@ from chatbot.errors import ChatbotError, EmptyQuestion, LLMError, StoreError, Un
 from chatbot.gate import apply_gate
 from chatbot.record import ask_record
 from chatbot.rerank import Reranker
-from chatbot.retrieve import HybridRetriever, Retrieval, resolve_bm25_backend
+from chatbot.retrieve import HybridRetriever, Retrieval
 from chatbot.store import ChunkStore
 from chatbot.traces import TraceStore
 from chatbot.types import AskResult, GateResult, Refusal
@@ -86,8 +86,7 @@ class Pipeline:
         self.calibration = calibration
         self.llm = llm
         self.traces = traces
-        self.retriever = HybridRetriever(store, embedder, config.pool_size, config.rrf_k,
-                                         resolve_bm25_backend(config.bm25_backend, store.is_remote))
+        self.retriever = HybridRetriever(store, embedder, config.pool_size, config.rrf_k, config.bm25_backend)
         self._prompts: tuple[str, str] | None = None
         self._ready_version: int | None = None
 
@@ -96,6 +95,7 @@ class Pipeline:
                     calibration: Calibration | None = None) -> "Pipeline":
         """`calibration` given explicitly (e.g. while fitting one) bypasses the configured file."""
         reranker = Reranker(config.reranker, max_length=config.reranker_max_length)
+        embedder = Embedder(config.embedder, config.embed_batch_size)
         path = default_calibration_path(config)
         if calibration is not None:
             pass
@@ -104,11 +104,11 @@ class Pipeline:
             calibration = Calibration(floor=0.5, notes={"source": "uncalibrated default"})
         else:
             calibration = Calibration.load(path)
-            calibration.check_fits(reranker.fingerprint, str(path))
+            calibration.check_fits(reranker.fingerprint, embedder.fingerprint, str(path))
         if llm is None and config.llm_enabled:
             llm = OpenAIChat(config.llm_base_url, config.llm_model, config.llm_api_key, config.llm_timeout_s)
         store = ChunkStore(config.db_uri, config.table)
-        return cls(config, store=store, embedder=Embedder(config.embedder, config.embed_batch_size),
+        return cls(config, store=store, embedder=embedder,
                    reranker=reranker, calibration=calibration, llm=llm,
                    traces=TraceStore(store) if config.traces else None)
 

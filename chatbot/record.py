@@ -23,6 +23,7 @@ def candidate_record(c: Candidate, status: str, cited_as: int | None) -> dict[st
         "bm25_score": c.bm25_score,
         "bm25_rank": c.bm25_rank,
         "rrf_score": c.rrf_score,
+        "term_coverage": c.term_coverage,
         "rerank_logit": c.rerank_logit,
         "p_relevant": c.p_relevant,
         "status": status,

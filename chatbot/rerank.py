@@ -19,7 +19,7 @@ import numpy as np
 
 from chatbot.config import SHIPPED_RERANKER, SHIPPED_RERANKER_DIR
 from chatbot.errors import ModelLoadError
-from chatbot.lazy import Lazy
+from chatbot.lazy import Lazy, OwnThread
 from chatbot.types import Candidate
 
 
@@ -67,10 +67,11 @@ class Reranker:
         self.batch_size = batch_size
         self.device = device
         self._model = Lazy(self._load)
+        self._thread = OwnThread("reranker")
 
     @property
     def model(self):
-        return self._model.get()
+        return self._thread.run(self._model.get)
 
     def _load(self):
         from sentence_transformers import CrossEncoder
@@ -96,6 +97,9 @@ class Reranker:
     def logits(self, question: str, passages: Sequence[str]) -> np.ndarray:
         if not passages:
             return np.zeros(0, dtype=np.float32)
+        return self._thread.run(self._logits, question, passages)
+
+    def _logits(self, question: str, passages: Sequence[str]) -> np.ndarray:
         import torch
 
         # Longest first so each batch pads to similar lengths.

@@ -30,12 +30,44 @@ def bm25_tokens(text: str) -> list[str]:
     return [w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
 
 
-def resolve_bm25_backend(choice: str, remote_store: bool) -> str:
-    """Config key bm25_backend: "auto" means LanceDB's full-text index for remote tables,
-    where loading every chunk into memory for rank-bm25 is not an option."""
-    if choice == "auto":
-        return "lancedb" if remote_store else "rank_bm25"
-    return choice
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word  # "batteries"/"battery" stay apart; fine
+
+
+def content_terms(text: str) -> frozenset[str]:
+    return frozenset(_stem(w) for w in bm25_tokens(text))
+
+
+def term_coverage(question_terms: frozenset[str], chunk_text: str) -> float:
+    """Share of the question's content words that the chunk contains. A question from another domain
+    shares words with no chunk even when the embedder and the cross-encoder find something "close"."""
+    if not question_terms:
+        return 0.0
+    return len(question_terms & content_terms(chunk_text)) / len(question_terms)
+
+
+# bench/results/scale.md: in-memory rank_bm25 costs ~30 ms and little memory at 5k chunks but ~500 ms
+# and +1.7 GB at 100k, where LanceDB's full-text index answers in ~10 ms; switch well before that.
+AUTO_FULL_TEXT_MIN_CHUNKS = 20_000
+
+
+def full_text_index_threshold(choice: str, remote_store: bool) -> int | None:
+    """From how many chunks ingest should (re)build LanceDB's full-text index: 0 = always, None = never."""
+    if choice == "lancedb" or (choice == "auto" and remote_store):
+        return 0
+    return AUTO_FULL_TEXT_MIN_CHUNKS if choice == "auto" else None
+
+
+def resolve_bm25_backend(choice: str, remote_store: bool, n_chunks: int = 0, has_full_text_index: bool = True) -> str:
+    """Config key bm25_backend: "auto" means LanceDB's full-text index for remote tables, where loading
+    every chunk into memory is not an option, and for large tables that have the index (ingest builds
+    it); rank-bm25 in memory, with exact scores for every chunk, otherwise."""
+    if choice != "auto":
+        return choice
+    if remote_store:
+        return "lancedb"
+    large = n_chunks >= AUTO_FULL_TEXT_MIN_CHUNKS
+    return "lancedb" if large and has_full_text_index else "rank_bm25"
 
 
 def reciprocal_rank_fusion(rankings: list[list[str]], k: int = 60) -> dict[str, float]:
@@ -67,7 +99,8 @@ class HybridRetriever:
         "lancedb" uses the table's full-text index (for large or remote tables), and then a chunk
         outside the BM25 top-K has bm25_score 0 and bm25_rank None."""
         self.store = store
-        self.bm25_backend = bm25_backend
+        self.bm25_backend = bm25_backend  # may be "auto": decided per table version by `backend()`
+        self._auto_backend: tuple[int, str] | None = None
         self.embedder = embedder
         self.pool_size = pool_size
         self.rrf_k = rrf_k
@@ -89,10 +122,24 @@ class HybridRetriever:
             self._index = CorpusIndex(snap, bm25, {c.id: i for i, c in enumerate(snap.chunks)})
             return self._index
 
+    def backend(self) -> str:
+        """The BM25 backend in use for the current table version."""
+        if self.bm25_backend != "auto":
+            return self.bm25_backend
+        version = self.store.version()
+        decided = self._auto_backend
+        if decided is None or decided[0] != version:
+            remote = self.store.is_remote
+            n = 0 if remote or not self.store.exists() else self.store.count()
+            indexed = remote or (n >= AUTO_FULL_TEXT_MIN_CHUNKS and self.store.has_full_text_index())
+            decided = (version, resolve_bm25_backend("auto", remote, n, indexed))
+            self._auto_backend = decided
+        return decided[1]
+
     def retrieve(self, question: str, query_vector: np.ndarray | None = None) -> Retrieval:
         if query_vector is None:
             query_vector = self.embedder.embed_query(question)
-        if self.bm25_backend == "lancedb":
+        if self.backend() == "lancedb":
             return self._retrieve_indexed(question, query_vector)
         index = self.index()
         chunks = index.snapshot.chunks
@@ -114,7 +161,8 @@ class HybridRetriever:
             rows = [row_of[cid] for cid in ids]
             return [chunks[r] for r in rows], index.snapshot.vectors[rows]
 
-        return self._pool(vector_ids, bm25_ids, fetch, lambda cid: float(bm25_scores[row_of[cid]]), query_vector)
+        return self._pool(question, vector_ids, bm25_ids, fetch, lambda cid: float(bm25_scores[row_of[cid]]),
+                          query_vector)
 
     def _retrieve_indexed(self, question: str, query_vector: np.ndarray) -> Retrieval:
         k = self.pool_size
@@ -122,10 +170,10 @@ class HybridRetriever:
         bm25_hits = self.store.full_text_search(question, k) if bm25_tokens(question) else []
         bm25_ids = [cid for cid, _ in bm25_hits]
         bm25_score = dict(bm25_hits)
-        return self._pool(vector_ids, bm25_ids, self.store.chunks_by_id, lambda cid: bm25_score.get(cid, 0.0),
-                          query_vector)
+        return self._pool(question, vector_ids, bm25_ids, self.store.chunks_by_id,
+                          lambda cid: bm25_score.get(cid, 0.0), query_vector)
 
-    def _pool(self, vector_ids: list[str], bm25_ids: list[str], fetch, bm25_score_of,
+    def _pool(self, question: str, vector_ids: list[str], bm25_ids: list[str], fetch, bm25_score_of,
               query_vector: np.ndarray) -> Retrieval:
         """Fuse the two lists, keep the pool, and give every pooled chunk both lists' scores.
         `fetch(ids)` returns those chunks and their vectors; `bm25_score_of(id)` a chunk's BM25 score."""
@@ -135,9 +183,11 @@ class HybridRetriever:
         distances = 1.0 - vectors @ np.asarray(query_vector, dtype=np.float32) if len(chunks) else []
         vector_rank = {cid: r for r, cid in enumerate(vector_ids, start=1)}
         bm25_rank = {cid: r for r, cid in enumerate(bm25_ids, start=1)}
+        terms = content_terms(question)
         candidates = tuple(
             Candidate(chunk=c, vector_distance=float(dist), vector_rank=vector_rank.get(c.id),
-                      bm25_score=bm25_score_of(c.id), bm25_rank=bm25_rank.get(c.id), rrf_score=fused[c.id])
+                      bm25_score=bm25_score_of(c.id), bm25_rank=bm25_rank.get(c.id), rrf_score=fused[c.id],
+                      term_coverage=term_coverage(terms, c.context_text))
             for c, dist in zip(chunks, distances)
         )
         return Retrieval(candidates, tuple(vector_ids), tuple(bm25_ids))

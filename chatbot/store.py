@@ -27,6 +27,9 @@ from chatbot.types import Chunk
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
+METADATA_CACHE_BYTES = 64 * 2**20
+
+
 def sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -113,7 +116,11 @@ class ChunkStore:
                 if not self.is_remote:
                     Path(self.uri).mkdir(parents=True, exist_ok=True)
                 # Interval 0: a long-running server sees documents another process ingested.
-                self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0))
+                # A bounded metadata cache: Lance caches the manifest of every table version it has
+                # seen, and the traces table gains a version per question asked, each manifest
+                # longer than the last, so a server's memory grew with the square of its questions.
+                session = None if self.is_remote else lancedb.Session(metadata_cache_size_bytes=METADATA_CACHE_BYTES)
+                self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0), session=session)
             except Exception as e:
                 raise StoreError(f"cannot open the database at '{self.uri}' (config key db_uri): {e}") from e
         return self._db
@@ -221,6 +228,11 @@ class ChunkStore:
                                  "again, or set config key bm25_backend to 'rank_bm25'") from e
             raise
         return list(zip(hits.column("id").to_pylist(), (float(x) for x in hits.column("_score").to_pylist())))
+
+    def has_full_text_index(self) -> bool:
+        if self.table is None:
+            return False
+        return any(i.index_type == "FTS" and "search_text" in i.columns for i in self.table.list_indices())
 
     def build_full_text_index(self) -> None:
         """(Re)build the full-text index; run after ingest, never on the request path."""

@@ -47,8 +47,13 @@ class Candidate:
     bm25_score: float
     bm25_rank: int | None
     rrf_score: float
+    term_coverage: float = 0.0  # share of the question's content words found in the chunk
     rerank_logit: float | None = None
     p_relevant: float | None = None
+
+    @property
+    def cosine_similarity(self) -> float:
+        return 1.0 - self.vector_distance
 
 
 CandidateStatus = Literal["kept", "below_floor", "cut_by_top_n"]

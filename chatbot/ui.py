@@ -293,11 +293,14 @@ def theme():
 
 
 def launch(app: ChatApp, *, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,
-           block: bool = True):
-    """Start the server; returns the Blocks (and keeps running) when `block` is False."""
+           block: bool = True, max_sessions: int = 500):
+    """Start the server; returns the Blocks (and keeps running) when `block` is False.
+
+    Gradio keeps every session's component values (chat, table, chart) in memory, by default for
+    10,000 sessions: megabytes each, so a busy server would only grow. `max_sessions` bounds it."""
     demo = app.build()
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=host, server_port=port, auth=auth, max_file_size=app.upload_max_bytes,
                 prevent_thread_lock=not block, quiet=not block, ssr_mode=False, theme=theme(), css=CSS,
-                footer_links=[], show_error=False)
+                footer_links=[], show_error=False, state_session_capacity=max_sessions)
     return demo

@@ -93,17 +93,18 @@ def ingest_paths(
     *,
     batch_chunks: int = 512,
     progress: Callable[[Iterable, int], Iterable] | None = None,
-    full_text_index: bool = False,
+    full_text_index_from: int | None = None,
     max_file_bytes: int = MAX_FILE_BYTES,
 ) -> IngestReport:
-    """`full_text_index`: also (re)build LanceDB's full-text index, for the "lancedb" BM25 backend.
+    """`full_text_index_from`: also (re)build LanceDB's full-text index, for the "lancedb" BM25 backend,
+    once the table holds at least this many chunks (0: always; None: never).
     Only one ingest writes to a knowledge base at a time: a second raises `StoreBusy`."""
     with store.write_lock():
-        return _ingest(paths, store, embedder, settings, batch_chunks, progress, full_text_index, max_file_bytes)
+        return _ingest(paths, store, embedder, settings, batch_chunks, progress, full_text_index_from, max_file_bytes)
 
 
 def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSettings, batch_chunks: int,
-            progress, full_text_index: bool, max_file_bytes: int) -> IngestReport:
+            progress, full_text_index_from: int | None, max_file_bytes: int) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport()
     files, folders, failures = discover([Path(p) for p in paths])
@@ -168,7 +169,7 @@ def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSett
         report.removed.extend(gone)
     if report.chunks_written or gone:
         store.optimize()
-        if full_text_index:
+        if full_text_index_from is not None and store.count() >= full_text_index_from:
             store.build_full_text_index()
     report.total_seconds = time.perf_counter() - started
     return report

@@ -58,7 +58,7 @@ def test_refusal_report_separates_in_domain_from_out_of_domain_unanswerable():
 
     def outcome(qid, answerable, top_p):
         query = LabelledQuery(qid, "q", {"d": 1} if answerable else {}, answerable=answerable)
-        return QueryOutcome(query, {}, 30, 0.0, top_p, 0.0, 0.0, (), (), {})
+        return QueryOutcome(query, {}, 30, 0.0, top_p, 0.0, 0.0, (), (), {}, (), ())
 
     outcomes = [outcome("a1", True, 0.9), outcome("a2", True, 0.6), outcome("u1", False, 0.7),
                 outcome(f"{EXTRA_PREFIX}x1", False, 0.1), outcome(f"{EXTRA_PREFIX}x2", False, 0.2)]

@@ -24,6 +24,7 @@ from chatbot.present import REFUSAL_TEXT
 from tests.helpers import REPO, SAMPLE_QUESTIONS, free_port
 
 USERS = 20
+MAX_SESSIONS = 40
 SOAK_S = float(os.environ.get("LOAD_SOAK_S", "45"))
 
 
@@ -39,8 +40,11 @@ def served(sample_db, tmp_path_factory):
     db = root / "lancedb"
     shutil.copytree(sample_db, db)
     port = free_port()
+    # Every question of the soak opens a new session, as a new visitor would: the session cap (config
+    # key ui_max_sessions) is what bounds the memory they hold, so the soak runs well past it.
     server = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "--db", str(db), "serve", "--port", str(port)],
-                              cwd=root, env={**os.environ, "PYTHONPATH": str(REPO)},
+                              cwd=root, env={**os.environ, "PYTHONPATH": str(REPO),
+                                             "CHATBOT_UI_MAX_SESSIONS": str(MAX_SESSIONS)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 300

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -45,15 +47,51 @@ def test_platt_and_isotonic_mappings():
     assert list(iso.p_relevant([-5.0, 1.0, 5.0])) == pytest.approx([0.0, 0.55, 0.9])
 
 
+def test_logistic_mapping_reads_named_features():
+    cal = Calibration(floor=0.5, method="logistic",
+                      weights={"rerank_logit": 0.5, "cosine_similarity": 4.0, "term_coverage": 2.0, "intercept": -4.0})
+    # 0.5 * 2 + 4 * 0.5 + 2 * 0.5 - 4 = 0 -> 0.5; the same logit with a lower cosine is less likely relevant.
+    p = cal.p_relevant([2.0, 2.0], cosine_similarity=[0.5, 0.25], term_coverage=[0.5, 0.5])
+    assert list(p) == pytest.approx([0.5, 1 / (1 + np.exp(1.0))])
+    with pytest.raises(CalibrationError, match="term_coverage"):
+        cal.p_relevant([2.0], cosine_similarity=[0.5])
+    # Platt ignores the other features when they are given.
+    assert Calibration(floor=0.5).p_relevant([0.0], cosine_similarity=[0.9])[0] == pytest.approx(0.5)
+    with pytest.raises(CalibrationError, match="unknown feature"):
+        Calibration(floor=0.5, method="logistic", weights={"bm25": 1.0})
+    with pytest.raises(CalibrationError, match="needs weights"):
+        Calibration(floor=0.5, method="logistic", weights={"intercept": 1.0})
+
+
+def test_gate_uses_the_cosine_and_coverage_of_each_candidate():
+    cal = Calibration(floor=0.5, method="logistic",
+                      weights={"rerank_logit": 1.0, "cosine_similarity": 10.0, "term_coverage": 4.0, "intercept": -7.0})
+    near = dataclasses.replace(_cand(0, 0.0), term_coverage=0.5)  # cosine 0.5: 5 + 2 - 7 = 0 -> p 0.5
+    far = dataclasses.replace(_cand(1, 0.0), vector_distance=0.9, term_coverage=0.5)
+    unshared = dataclasses.replace(_cand(2, 0.0), term_coverage=0.0)
+    gate = apply_gate([far, unshared, near], cal, top_n=5)  # one logit for all: only the features differ
+    assert near.cosine_similarity == pytest.approx(1.0 - near.vector_distance)
+    assert [c.chunk.id for c in gate.kept] == ["id0"]
+
+
 def test_calibration_round_trips_and_checks_model(tmp_path):
     cal = Calibration(floor=0.42, platt_a=1.3, platt_b=-0.7, reranker_fingerprint="m:abc", notes={"fit": "x"})
     path = tmp_path / "cal.json"
     cal.save(path)
     loaded = Calibration.load(path)
     assert loaded == cal
-    loaded.check_fits("m:abc", str(path))
+    loaded.check_fits("m:abc", "any-embedder", str(path))
     with pytest.raises(CalibrationError, match="fitted for reranker 'm:abc'.*'other:1'"):
-        loaded.check_fits("other:1", str(path))
+        loaded.check_fits("other:1", "any-embedder", str(path))
+    # A mapping that reads cosine similarity is tied to the embedder that defines it.
+    logistic = Calibration(floor=0.3, method="logistic", weights={"cosine_similarity": 2.0, "intercept": -1.0},
+                           reranker_fingerprint="m:abc", embedder_fingerprint="emb-a")
+    logistic.save(path)
+    loaded = Calibration.load(path)
+    assert loaded == logistic
+    loaded.check_fits("m:abc", "emb-a", str(path))
+    with pytest.raises(CalibrationError, match="fitted for embedder 'emb-a'.*'emb-b'"):
+        loaded.check_fits("m:abc", "emb-b", str(path))
 
 
 @pytest.mark.parametrize("content, message", [

@@ -66,7 +66,7 @@ def test_lancedb_full_text_backend_finds_the_same_evidence(tmp_path, embedder):
 
     store = ChunkStore(str(tmp_path / "db"))
     ingest_paths([SAMPLE_KB / "office-guide.html", SAMPLE_KB / "expense-policy.md"], store, embedder,
-                 full_text_index=True)
+                 full_text_index_from=0)
     question = "How many parking spaces does the Lisbon office have?"
     indexed = HybridRetriever(store, embedder, pool_size=10, bm25_backend="lancedb").retrieve(question)
     in_memory = HybridRetriever(store, embedder, pool_size=10).retrieve(question)
@@ -78,3 +78,48 @@ def test_lancedb_full_text_backend_finds_the_same_evidence(tmp_path, embedder):
         if cand.chunk.id in by_id:
             assert cand.vector_distance == pytest.approx(by_id[cand.chunk.id].vector_distance, abs=1e-5)
         assert (cand.bm25_rank is None) == (cand.bm25_score == 0.0)
+
+
+def test_auto_backend_switches_to_the_full_text_index_for_large_tables(tmp_path, embedder, monkeypatch):
+    """"auto": rank-bm25 in memory for small tables; LanceDB's index, built by ingest, for large ones."""
+    import chatbot.retrieve as retrieve
+    from ingest.run import ingest_paths
+    from tests.helpers import SAMPLE_KB
+
+    store = ChunkStore(str(tmp_path / "db"))
+    ingest_paths([SAMPLE_KB / "office-guide.html"], store, embedder,
+                 full_text_index_from=retrieve.full_text_index_threshold("auto", False))
+    small = store.count()
+    assert not store.has_full_text_index()
+    retriever = HybridRetriever(store, embedder, pool_size=10, bm25_backend="auto")
+    assert retriever.backend() == "rank_bm25"
+
+    # A "large" table: the threshold lowered below what the next ingest brings it to.
+    monkeypatch.setattr(retrieve, "AUTO_FULL_TEXT_MIN_CHUNKS", small + 1)
+    assert retriever.backend() == "rank_bm25"  # decided per table version: unchanged table, same answer
+    ingest_paths([SAMPLE_KB / "expense-policy.md"], store, embedder,
+                 full_text_index_from=retrieve.full_text_index_threshold("auto", False))
+    assert store.count() > small and store.has_full_text_index()
+    assert retriever.backend() == "lancedb"
+    question = "How many parking spaces does the Lisbon office have?"
+    assert any("12 parking spaces" in c.chunk.text for c in retriever.retrieve(question).pool[:3])
+
+    # Large but never indexed (ingested with bm25_backend rank_bm25): stays correct, in memory.
+    plain = ChunkStore(str(tmp_path / "plain"))
+    ingest_paths([SAMPLE_KB / "office-guide.html", SAMPLE_KB / "expense-policy.md"], plain, embedder,
+                 full_text_index_from=retrieve.full_text_index_threshold("rank_bm25", False))
+    assert not plain.has_full_text_index()
+    assert HybridRetriever(plain, embedder, bm25_backend="auto").backend() == "rank_bm25"
+
+
+def test_term_coverage_counts_the_questions_content_words_in_the_chunk(retriever):
+    from chatbot.retrieve import content_terms, term_coverage
+
+    terms = content_terms("How many parking spaces does the Lisbon office have?")
+    assert terms == {"many", "parking", "space", "lisbon", "office"}  # stop words out, plurals folded
+    assert term_coverage(terms, "The Lisbon office has 12 parking spaces.") == pytest.approx(0.8)  # not "many"
+    assert term_coverage(terms, "Parking in Porto is free.") == pytest.approx(0.2)
+    assert term_coverage(frozenset(), "anything") == 0.0
+    pool = retriever.retrieve("How many parking spaces does the Lisbon office have?").pool
+    best = max(pool, key=lambda c: c.term_coverage)
+    assert "12 parking spaces" in best.chunk.text and best.term_coverage >= 0.8

@@ -1,0 +1,75 @@
+"""Fitting a calibration: the fitters recover known mappings, the method is chosen on held-out
+questions, and the floor meets its stated target."""
+
+import numpy as np
+import pytest
+
+from chatbot.calibrate import LabelledQuestion, choose_floor, fit_calibration, fit_logistic, fit_platt
+from chatbot.errors import CalibrationError
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def test_logistic_fit_recovers_the_generating_weights():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20000, 2))
+    y = (rng.random(20000) < _sigmoid(1.5 * x[:, 0] - 2.0 * x[:, 1] + 0.5)).astype(float)
+    w = fit_logistic(x, y)
+    assert w == pytest.approx([1.5, -2.0, 0.5], abs=0.1)
+    a, b = fit_platt(x[:, 0], (rng.random(20000) < _sigmoid(0.8 * x[:, 0] - 1.0)).astype(float))
+    assert (a, b) == pytest.approx((0.8, -1.0), abs=0.1)
+
+
+def _questions(rng, n: int, off_domain: bool) -> list[LabelledQuestion]:
+    """Answerable questions have one relevant chunk among ten; off-domain ones have none. The
+    cross-encoder's logit is equally confused by both, but off-domain questions sit far from
+    every chunk in embedding space: only the cosine tells them apart."""
+    out = []
+    for i in range(n):
+        logits = rng.normal(-2.0, 1.0, size=10)
+        cosines = rng.uniform(0.05, 0.25, size=10) if off_domain else rng.uniform(0.3, 0.5, size=10)
+        labels = np.zeros(10, dtype=int)
+        if not off_domain:
+            labels[0] = 1
+            logits[0] = rng.normal(1.0, 1.5)
+            cosines[0] = rng.uniform(0.45, 0.7)
+        else:
+            logits[0] = rng.normal(1.0, 1.5)  # a fluent passage the cross-encoder likes anyway
+        coverages = rng.uniform(0.0, 0.6, size=10)  # uninformative here
+        out.append(LabelledQuestion(f"{'ood' if off_domain else 'q'}{i}", not off_domain, tuple(logits),
+                                    tuple(int(v) for v in labels), tuple(cosines), tuple(coverages)))
+    return out
+
+
+def test_fit_prefers_cosine_when_it_separates_off_domain_questions():
+    rng = np.random.default_rng(1)
+    questions = _questions(rng, 300, False) + _questions(rng, 150, True)
+    cal, details = fit_calibration(questions, "m:1", "emb:1", target_refusal_precision=0.9)
+    assert details["method"] == "logistic"
+    assert cal.weights["cosine_similarity"] > 0 and cal.embedder_fingerprint == "emb:1" and cal.reranker_fingerprint == "m:1"
+    platt, platt_details = fit_calibration(questions, "m:1", "emb:1", methods=("platt",))
+    assert platt.embedder_fingerprint == ""  # a logit-only mapping does not depend on the embedder
+    assert details["auroc_top_p"] > 0.99 > platt_details["auroc_top_p"]
+    # The floor meets the target on these questions.
+    top_p = np.array([q.p_relevant(cal).max() for q in questions])
+    refused = top_p < cal.floor
+    answerable = np.array([q.answerable for q in questions])
+    assert refused.any() and (~answerable[refused]).mean() >= 0.9
+
+
+def test_choose_floor_is_the_highest_meeting_the_target():
+    top_p = np.array([0.9, 0.8, 0.35, 0.3, 0.2, 0.1])
+    answerable = np.array([True, True, True, False, False, False])
+    # Refusing below 0.3 + eps catches all three unanswerable ones at precision 1; refusing 0.35 too drops it to 0.75.
+    floor = choose_floor(top_p, answerable, target_refusal_precision=0.9, max_false_refusal_rate=None)
+    assert 0.3 < floor <= 0.35
+    floor = choose_floor(top_p, answerable, target_refusal_precision=None, max_false_refusal_rate=0.34)
+    assert 0.35 < floor <= 0.8
+
+
+def test_fit_needs_both_kinds_of_pair():
+    q = LabelledQuestion("q", True, (1.0, 2.0), (0, 0), (0.1, 0.2), (0.5, 0.5))
+    with pytest.raises(CalibrationError, match="both relevant and irrelevant"):
+        fit_calibration([q], "m:1")
