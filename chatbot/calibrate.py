@@ -67,9 +67,9 @@ class LabelledQuestion:
     """What calibration needs of one evaluated question."""
 
     id: str
-    answerable: bool
+    answerable: bool | None  # None: unknown (its pairs still count for the mapping, not for the floor)
     pair_logits: tuple[float, ...]
-    pair_labels: tuple[int, ...]
+    pair_labels: tuple[int, ...]  # 1 relevant, 0 not, -1 unknown (used for the question's top score only)
     pair_cosines: tuple[float, ...]  # cosine similarity of the question to each pair's chunk
     pair_coverages: tuple[float, ...]  # share of the question's content words in each pair's chunk
 
@@ -122,11 +122,13 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
     cosines = np.array([x for q in questions for x in q.pair_cosines], dtype=np.float64)
     coverages = np.array([x for q in questions for x in q.pair_coverages], dtype=np.float64)
     labels = np.array([y for q in questions for y in q.pair_labels], dtype=np.float64)
-    if not len(cosines) == len(coverages) == len(logits):
+    if not len(cosines) == len(coverages) == len(logits) == len(labels):
         raise CalibrationError("every labelled pair needs its rerank logit, cosine similarity and term coverage")
+    held = np.array([_holdout(q.id, holdout_fraction) for q in questions for _ in q.pair_logits])
+    known = labels >= 0
+    logits, cosines, coverages, labels, held = logits[known], cosines[known], coverages[known], labels[known], held[known]
     if labels.min(initial=1) == labels.max(initial=0):
         raise CalibrationError("calibration needs both relevant and irrelevant pairs in the labelled data")
-    held = np.array([_holdout(q.id, holdout_fraction) for q in questions for _ in q.pair_logits])
     if held.all() or not held.any():
         held = np.arange(len(labels)) % 3 == 0
 
@@ -138,17 +140,21 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
     method = min(val, key=val.get)
     draft = _fit(method, logits, cosines, coverages, labels)
 
-    top_p = np.array([q.p_relevant(draft).max() if q.pair_logits else 0.0 for q in questions])
-    answerable = np.array([q.answerable for q in questions], dtype=bool)
+    judged = [q for q in questions if q.answerable is not None]
+    top_p = np.array([q.p_relevant(draft).max() if q.pair_logits else 0.0 for q in judged])
+    answerable = np.array([q.answerable for q in judged], dtype=bool)
     if (~answerable).any():
         floor = choose_floor(top_p, answerable, target_refusal_precision, max_false_refusal_rate)
-    else:
+    elif len(top_p):
         # No unanswerable questions: the floor can only be set by the false-refusal budget.
         floor = float(np.quantile(top_p, max_false_refusal_rate if max_false_refusal_rate is not None else 0.05))
+    else:
+        raise CalibrationError("no question says whether it was answerable, so no floor can be chosen")
     trade_off = [metrics.refusal_at_floor(top_p, answerable, f)
                  for f in sorted({0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, round(floor, 4)})]
     details = {
         "method": method, "validation_log_loss": val, "n_pairs": int(len(labels)), "n_questions": len(questions),
+        "n_judged_questions": len(judged),
         "target": {"refusal_precision": target_refusal_precision, "max_false_refusal_rate": max_false_refusal_rate},
         "trade_off": trade_off,
         "ece": metrics.reliability(draft.p_relevant(logits, cosine_similarity=cosines, term_coverage=coverages),
@@ -161,3 +167,46 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
         notes={**(notes or {}), "fit": {k: v for k, v in details.items() if k != "trade_off"}},
     )
     return calibration, details
+
+
+def questions_from_traces(traces: Sequence[dict], reranker_fingerprint: str,
+                          embedder_fingerprint: str) -> list[LabelledQuestion]:
+    """Labelled questions from persisted traces that carry user feedback, for the running models only.
+
+    A chunk rated up is relevant and one rated down is not; the sources cited by an answer rated up
+    are relevant. The question is answerable when any chunk is relevant or its refusal was rated down
+    ("it should have answered"), unanswerable when its refusal was rated up. An answer rated down says
+    nothing certain (the wording may be at fault), so only its chunk ratings count.
+    """
+    from chatbot.retrieve import content_terms, term_coverage
+
+    out = []
+    for trace in traces:
+        fingerprints, feedback, record = trace["fingerprints"], trace["feedback"], trace["record"]
+        if fingerprints.get("reranker") != reranker_fingerprint or fingerprints.get("embedder") != embedder_fingerprint:
+            continue
+        chunk_ratings = {cid: r for cid, r in feedback.get("chunks", {}).items() if r in (-1, 1)}
+        answer_rating = feedback.get("answer")
+        refused = record["decision"] == "refusal"
+        candidates = [c for c in record["candidates"] if c.get("rerank_logit") is not None]
+        labels = []
+        for c in candidates:
+            rating = chunk_ratings.get(c["chunk_id"])
+            if rating is None and answer_rating == 1 and not refused and c.get("cited_as"):
+                rating = 1
+            labels.append(-1 if rating is None else int(rating == 1))
+        if 1 in labels or (refused and answer_rating == -1):
+            answerable = True
+        elif refused and answer_rating == 1:
+            answerable = False
+        elif 0 in labels:
+            answerable = None  # chunks rated down only: their pairs count, the question gives no verdict
+        else:
+            continue
+        terms = content_terms(record["question"])
+        coverages = tuple(c["term_coverage"] if c.get("term_coverage") is not None
+                          else term_coverage(terms, c["text"]) for c in candidates)  # traces older than the field
+        out.append(LabelledQuestion(trace["trace_id"], answerable, tuple(float(c["rerank_logit"]) for c in candidates),
+                                    tuple(labels), tuple(1.0 - float(c["vector_distance"]) for c in candidates),
+                                    coverages))
+    return out

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from chatbot.config import Config, load_config
-from chatbot.errors import ChatbotError, ConfigError, LLMError
+from chatbot.errors import CalibrationError, ChatbotError, ConfigError, LLMError
 from chatbot.present import REFUSAL_TEXT, where
 from chatbot.present import display_path as _display_path
 from chatbot.types import AskResult, Refusal
@@ -273,13 +273,19 @@ def cmd_calibrate(args) -> int:
     from chatbot.calibrate import LabelledQuestion, fit_calibration
 
     config = _config(args)
-    pipeline, outcomes = _eval_outcomes(args, config, fitting=True)
-    questions = [LabelledQuestion(o.query.id, o.query.answerable, o.pair_logits, o.pair_labels, o.pair_cosines,
-                                  o.pair_coverages) for o in outcomes]
-    notes = {"dataset": str(args.dataset), "extra_unanswerable": args.extra_unanswerable or [],
-             "limit": args.limit, "embedder": pipeline.embedder.fingerprint,
-             "chunking": f"max={config.chunk_max_tokens},overlap={config.chunk_overlap_tokens},{config.tokenizer_encoding}",
-             "pool_size": config.pool_size}
+    if args.from_traces:
+        pipeline, questions, notes = _trace_questions(config)
+    else:
+        if not args.dataset:
+            raise ConfigError("calibrate needs a BEIR-format folder to fit on, or --from-traces")
+        pipeline, outcomes = _eval_outcomes(args, config, fitting=True)
+        questions = [LabelledQuestion(o.query.id, o.query.answerable, o.pair_logits, o.pair_labels, o.pair_cosines,
+                                      o.pair_coverages) for o in outcomes]
+        notes = {"dataset": str(args.dataset), "extra_unanswerable": args.extra_unanswerable or [],
+                 "limit": args.limit, "held_out_fraction": args.held_out_fraction}
+    notes.update({"embedder": pipeline.embedder.fingerprint, "pool_size": config.pool_size,
+                  "chunking": f"max={config.chunk_max_tokens},overlap={config.chunk_overlap_tokens},"
+                              f"{config.tokenizer_encoding}"})
     calibration, details = fit_calibration(
         questions, pipeline.reranker.fingerprint, pipeline.embedder.fingerprint,
         target_refusal_precision=None if args.max_false_refusal_rate is not None else args.target_refusal_precision,
@@ -296,6 +302,27 @@ def cmd_calibrate(args) -> int:
     calibration.save(args.out)
     print(f"\ncalibration written to {args.out} (floor {calibration.floor:.4f}, reranker {calibration.reranker_fingerprint})")
     return 0
+
+
+def _trace_questions(config: Config):
+    """Labelled questions from the knowledge base's own traces: what its users rated."""
+    from chatbot.calibration import Calibration
+    from chatbot.calibrate import questions_from_traces
+    from chatbot.pipeline import Pipeline
+    from chatbot.traces import TraceStore
+
+    pipeline = Pipeline.from_config(config, calibration=Calibration(floor=0.5))
+    rated = TraceStore(pipeline.store).with_feedback()
+    questions = questions_from_traces(rated, pipeline.reranker.fingerprint, pipeline.embedder.fingerprint)
+    print(f"traces: {len(rated)} rated, {len(questions)} usable with the running reranker and embedder",
+          file=sys.stderr)
+    if not questions:
+        raise CalibrationError(
+            f"no rated traces for reranker '{pipeline.reranker.fingerprint}' and embedder "
+            f"'{pipeline.embedder.fingerprint}' in '{config.db_uri}' (table '{config.table}'): rate answers "
+            "and chunks in the chat UI first, or calibrate on a BEIR-format folder")
+    return pipeline, questions, {"source": f"traces of {config.db_uri} (table {config.table})",
+                                 "rated_traces": len(rated)}
 
 
 def _split_key(query) -> str:
@@ -382,8 +409,9 @@ def cmd_train_reranker(args) -> int:
     return 0
 
 
-def _add_dataset_args(p) -> None:
-    p.add_argument("dataset", help="BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/*.tsv")
+def _add_dataset_args(p, optional: bool = False) -> None:
+    p.add_argument("dataset", nargs="?" if optional else None,
+                   help="BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/*.tsv")
     p.add_argument("--split", help="qrels split name (default: the first qrels/*.tsv)")
     p.add_argument("--extra-unanswerable", action="append", metavar="BEIR_DIR",
                    help="another set whose queries are asked of this corpus as unanswerable (repeatable)")
@@ -430,8 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="eval-report", help="folder for report.json and plots")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("calibrate", help="fit p_relevant and the floor on a labelled set")
-    _add_dataset_args(p)
+    p = sub.add_parser("calibrate", help="fit p_relevant and the floor on a labelled set, or on rated traces")
+    _add_dataset_args(p, optional=True)
+    p.add_argument("--from-traces", action="store_true",
+                   help="fit on the knowledge base's own traces that users rated (👍/👎 on answers and chunks)")
     p.add_argument("--target-refusal-precision", type=float, default=0.9,
                    help="choose the highest floor whose refusals are at least this often right (default 0.9)")
     p.add_argument("--max-false-refusal-rate", type=float,

@@ -61,10 +61,7 @@ class TraceStore:
         rows = self.table.search().where(f"trace_id = {sql_str(trace_id)}").limit(1).to_arrow().to_pylist()
         if not rows:
             raise StoreError(f"no trace with id {trace_id}")
-        row = rows[0]
-        for key in ("record_json", "config_json", "fingerprints_json", "feedback_json"):
-            row[key[:-5]] = json.loads(row.pop(key))
-        return row
+        return _decoded(rows[0])
 
     def add_feedback(self, trace_id: str, rating: int, chunk_id: str | None = None) -> None:
         """Thumbs up (+1) or down (-1) on the answer, or on one of its chunks."""
@@ -77,7 +74,18 @@ class TraceStore:
             feedback.setdefault("chunks", {})[chunk_id] = rating
         self.table.update(where=f"trace_id = {sql_str(trace_id)}", values={"feedback_json": json.dumps(feedback)})
 
+    def with_feedback(self) -> list[dict[str, Any]]:
+        """Every trace a user rated (answer or chunks), decoded as `get` returns it."""
+        rows = self.table.search().where("feedback_json != '{}'").limit(None).to_arrow().to_pylist()
+        return [_decoded(row) for row in rows]
+
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.table.search().select(["trace_id", "asked_at", "question", "decision", "top_p_relevant", "floor"]) \
             .limit(None).to_arrow().to_pylist()
         return sorted(rows, key=lambda r: -r["asked_at"])[:limit]
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("record_json", "config_json", "fingerprints_json", "feedback_json"):
+        row[key[:-5]] = json.loads(row.pop(key))
+    return row

@@ -73,3 +73,34 @@ def test_fit_needs_both_kinds_of_pair():
     q = LabelledQuestion("q", True, (1.0, 2.0), (0, 0), (0.1, 0.2), (0.5, 0.5))
     with pytest.raises(CalibrationError, match="both relevant and irrelevant"):
         fit_calibration([q], "m:1")
+
+
+def _trace(tid, decision, feedback, reranker="m:1", candidates=None):
+    candidates = candidates or [
+        {"chunk_id": "a", "rerank_logit": 2.0, "vector_distance": 0.4, "term_coverage": 0.8, "text": "x", "cited_as": 1},
+        {"chunk_id": "b", "rerank_logit": -1.0, "vector_distance": 0.7, "text": "lisbon office", "cited_as": None},
+    ]
+    return {"trace_id": tid, "fingerprints": {"reranker": reranker, "embedder": "e:1"}, "feedback": feedback,
+            "record": {"question": "Where is the Lisbon office?", "decision": decision, "candidates": candidates}}
+
+
+def test_questions_from_traces_read_what_users_rated():
+    from chatbot.calibrate import questions_from_traces
+
+    traces = [
+        _trace("liked-answer", "answer", {"answer": 1}),  # cited source a: relevant
+        _trace("disliked-answer", "answer", {"answer": -1}),  # says nothing certain: skipped
+        _trace("chunk-down", "answer", {"chunks": {"b": -1}}),  # pairs count, no verdict on the question
+        _trace("right-refusal", "refusal", {"answer": 1}),
+        _trace("wrong-refusal", "refusal", {"answer": -1}),
+        _trace("other-model", "answer", {"answer": 1}, reranker="m:2"),
+    ]
+    got = {q.id: q for q in questions_from_traces(traces, "m:1", "e:1")}
+    assert set(got) == {"liked-answer", "chunk-down", "right-refusal", "wrong-refusal"}
+    assert got["liked-answer"].pair_labels == (1, -1) and got["liked-answer"].answerable is True
+    assert got["chunk-down"].pair_labels == (-1, 0) and got["chunk-down"].answerable is None
+    assert got["right-refusal"].answerable is False and got["wrong-refusal"].answerable is True
+    q = got["liked-answer"]
+    assert q.pair_cosines == pytest.approx((0.6, 0.3)) and q.pair_logits == (2.0, -1.0)
+    # A trace older than the term_coverage field: computed from the stored text ("lisbon", "office" of 2).
+    assert q.pair_coverages == pytest.approx((0.8, 1.0))

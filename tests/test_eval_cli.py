@@ -47,3 +47,45 @@ def test_calibrate_writes_a_loadable_file_tied_to_the_model(beir_dir, tmp_path, 
     assert main(["--db", str(tmp_path / "db"), "eval", str(beir_dir), "--reranker", str(other),
                  "--calibration", str(cal_path), "--out", str(tmp_path / "r")]) == 2
     assert "was fitted for reranker" in capsys.readouterr().err
+
+
+def test_calibrate_from_rated_traces(writable_sample_db, tmp_path, tiny_reranker_dir, capsys):
+    """What users rated in the UI becomes labelled data: asked through the real pipeline, rated
+    through the trace store as the UI rates, fitted through the CLI."""
+    from tests.helpers import SAMPLE_QUESTIONS, make_pipeline
+
+    db = writable_sample_db
+    cal_path = tmp_path / "cal.json"
+    assert main(["--db", db, "calibrate", "--from-traces", "--reranker", str(tiny_reranker_dir),
+                 "--out", str(cal_path)]) == 2
+    assert "no rated traces" in capsys.readouterr().err
+
+    pipeline = make_pipeline(db, tiny_reranker_dir, floor=1.0)  # refuses everything: refusals get rated
+    rated = 0
+    for q in SAMPLE_QUESTIONS:
+        result = pipeline.ask(q["question"])
+        assert result.trace_id and result.refused
+        if q["answerable"]:
+            right = next(c for c in result.gate.ranked if q["doc"] in c.chunk.doc_path)
+            wrong = next(c for c in result.gate.ranked if q["doc"] not in c.chunk.doc_path)
+            pipeline.traces.add_feedback(result.trace_id, 1, right.chunk.id)
+            pipeline.traces.add_feedback(result.trace_id, -1, wrong.chunk.id)
+            pipeline.traces.add_feedback(result.trace_id, -1)  # "it should have answered"
+            rated += 1
+        elif q["why"] == "off-topic":
+            pipeline.traces.add_feedback(result.trace_id, 1)  # the refusal was right
+            rated += 1
+    pipeline.ask("an unrated question")
+
+    capsys.readouterr()
+    assert main(["--db", db, "calibrate", "--from-traces", "--reranker", str(tiny_reranker_dir),
+                 "--out", str(cal_path), "--max-false-refusal-rate", "0.2"]) == 0
+    assert f"{rated} rated, {rated} usable" in capsys.readouterr().err
+    cal = Calibration.load(cal_path)
+    assert cal.notes["fit"]["n_questions"] == rated and cal.notes["rated_traces"] == rated
+    assert cal.notes["fit"]["n_pairs"] == 2 * sum(q["answerable"] for q in SAMPLE_QUESTIONS)  # rated chunks only
+    assert cal.reranker_fingerprint.startswith(tiny_reranker_dir.name + ":")
+    # Traces of another reranker are not this one's labels.
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_reranker_dir, other)
+    assert main(["--db", db, "calibrate", "--from-traces", "--reranker", str(other), "--out", str(cal_path)]) == 2
