@@ -34,8 +34,13 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") else word  # "batteries"/"battery" stay apart; fine
 
 
+_HYPHENATED = re.compile(r"\b\w+(?:-\w+)+\b", re.UNICODE)
+
+
 def content_terms(text: str) -> frozenset[str]:
-    return frozenset(_stem(w) for w in bm25_tokens(text))
+    """Stop words out, plurals folded; a hyphenated word also counts joined ("Wi-Fi" -> "wifi")."""
+    joined = [m.group().replace("-", "") for m in _HYPHENATED.finditer(text.lower())]
+    return frozenset(_stem(w) for w in bm25_tokens(text) + joined)
 
 
 def term_coverage(question_terms: frozenset[str], chunk_text: str) -> float:
