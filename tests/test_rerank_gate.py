@@ -74,24 +74,22 @@ def test_gate_uses_the_cosine_and_coverage_of_each_candidate():
     assert [c.chunk.id for c in gate.kept] == ["id0"]
 
 
-def test_calibration_round_trips_and_checks_model(tmp_path):
-    cal = Calibration(floor=0.42, platt_a=1.3, platt_b=-0.7, reranker_fingerprint="m:abc", notes={"fit": "x"})
+@pytest.mark.parametrize("cal, running, wrong, message", [
+    (Calibration(floor=0.42, platt_a=1.3, platt_b=-0.7, reranker_fingerprint="m:abc", notes={"fit": "x"}),
+     ("m:abc", "any-embedder"), ("other:1", "any-embedder"), "fitted for reranker 'm:abc'.*'other:1'"),
+    # A mapping that reads cosine similarity is tied to the embedder that defines it.
+    (Calibration(floor=0.3, method="logistic", weights={"cosine_similarity": 2.0, "intercept": -1.0},
+                 reranker_fingerprint="m:abc", embedder_fingerprint="emb-a"),
+     ("m:abc", "emb-a"), ("m:abc", "emb-b"), "fitted for embedder 'emb-a'.*'emb-b'"),
+], ids=["platt", "logistic"])
+def test_calibration_round_trips_and_checks_models(tmp_path, cal, running, wrong, message):
     path = tmp_path / "cal.json"
     cal.save(path)
     loaded = Calibration.load(path)
     assert loaded == cal
-    loaded.check_fits("m:abc", "any-embedder", str(path))
-    with pytest.raises(CalibrationError, match="fitted for reranker 'm:abc'.*'other:1'"):
-        loaded.check_fits("other:1", "any-embedder", str(path))
-    # A mapping that reads cosine similarity is tied to the embedder that defines it.
-    logistic = Calibration(floor=0.3, method="logistic", weights={"cosine_similarity": 2.0, "intercept": -1.0},
-                           reranker_fingerprint="m:abc", embedder_fingerprint="emb-a")
-    logistic.save(path)
-    loaded = Calibration.load(path)
-    assert loaded == logistic
-    loaded.check_fits("m:abc", "emb-a", str(path))
-    with pytest.raises(CalibrationError, match="fitted for embedder 'emb-a'.*'emb-b'"):
-        loaded.check_fits("m:abc", "emb-b", str(path))
+    loaded.check_fits(*running, str(path))
+    with pytest.raises(CalibrationError, match=message):
+        loaded.check_fits(*wrong, str(path))
 
 
 @pytest.mark.parametrize("content, message", [
