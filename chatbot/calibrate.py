@@ -113,7 +113,7 @@ def _fit(method: str, logits: np.ndarray, cosines: np.ndarray, coverages: np.nda
 
 
 def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint: str, embedder_fingerprint: str = "",
-                    *, target_refusal_precision: float | None = 0.9, max_false_refusal_rate: float | None = None,
+                    chunking_fingerprint: str = "", *, target_refusal_precision: float | None = 0.9, max_false_refusal_rate: float | None = None,
                     holdout_fraction: float = 0.3, methods: Sequence[str] = ("platt", "isotonic", "logistic"),
                     notes: dict | None = None) -> tuple[Calibration, dict]:
     if not questions:
@@ -164,6 +164,7 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
     calibration = dataclasses.replace(
         draft, floor=round(floor, 6), reranker_fingerprint=reranker_fingerprint,
         embedder_fingerprint=embedder_fingerprint if draft.reads_cosine else "",
+        chunking_fingerprint=chunking_fingerprint,
         notes={**(notes or {}), "fit": {k: v for k, v in details.items() if k != "trade_off"}},
     )
     return calibration, details

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -38,6 +39,7 @@ class Calibration:
     weights: dict = field(default_factory=dict, hash=False)
     reranker_fingerprint: str = ""  # empty = not tied to a model (a hand-set default)
     embedder_fingerprint: str = ""  # set when the mapping reads cosine similarity, which the embedder defines
+    chunking_fingerprint: str = ""  # chunk size and overlap shape every score's distribution
     notes: dict = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,13 +80,14 @@ class Calibration:
         # float64 on purpose: in fp16 a sigmoid of logits above ~8 rounds to exactly 1.0 and ties.
         return 1.0 / (1.0 + np.exp(-linear))
 
-    def check_fits(self, reranker_fingerprint: str, embedder_fingerprint: str, source: str) -> None:
-        for kind, fitted, running in (("reranker", self.reranker_fingerprint, reranker_fingerprint),
-                                      ("embedder", self.embedder_fingerprint, embedder_fingerprint)):
-            if fitted and fitted != running:
+    def check_fits(self, running: Mapping[str, str], source: str) -> None:
+        """`running`: the pipeline's fingerprints by kind ("reranker", "embedder", "chunking")."""
+        for kind, fitted in (("reranker", self.reranker_fingerprint), ("embedder", self.embedder_fingerprint),
+                             ("chunking", self.chunking_fingerprint)):
+            if fitted and fitted != running.get(kind):
                 raise CalibrationError(
                     f"calibration {source} was fitted for {kind} '{fitted}', but the running {kind} is "
-                    f"'{running}'. Fit one for these models with `chatbot calibrate`, or point config key "
+                    f"'{running.get(kind)}'. Fit one for this setup with `chatbot calibrate`, or point config key "
                     "'calibration' at the matching file."
                 )
 

@@ -283,11 +283,9 @@ def cmd_calibrate(args) -> int:
                                       o.pair_coverages) for o in outcomes]
         notes = {"dataset": str(args.dataset), "extra_unanswerable": args.extra_unanswerable or [],
                  "limit": args.limit, "held_out_fraction": args.held_out_fraction}
-    notes.update({"embedder": pipeline.embedder.fingerprint, "pool_size": config.pool_size,
-                  "chunking": f"max={config.chunk_max_tokens},overlap={config.chunk_overlap_tokens},"
-                              f"{config.tokenizer_encoding}"})
+    notes.update({"embedder": pipeline.embedder.fingerprint, "pool_size": config.pool_size})
     calibration, details = fit_calibration(
-        questions, pipeline.reranker.fingerprint, pipeline.embedder.fingerprint,
+        questions, pipeline.reranker.fingerprint, pipeline.embedder.fingerprint, config.chunking_fingerprint,
         target_refusal_precision=None if args.max_false_refusal_rate is not None else args.target_refusal_precision,
         max_false_refusal_rate=args.max_false_refusal_rate, notes=notes)
     print(f"method: {details['method']} (validation log loss: "

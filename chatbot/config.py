@@ -79,6 +79,10 @@ class Config:
     def llm_enabled(self) -> bool:
         return bool(self.llm_base_url and self.llm_model)
 
+    @property
+    def chunking_fingerprint(self) -> str:
+        return f"max={self.chunk_max_tokens},overlap={self.chunk_overlap_tokens},{self.tokenizer_encoding}"
+
     def public_dict(self) -> dict[str, Any]:
         """Everything but secrets, for traces and --json output."""
         d = dataclasses.asdict(self)

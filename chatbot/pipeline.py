@@ -104,7 +104,8 @@ class Pipeline:
             calibration = Calibration(floor=0.5, notes={"source": "uncalibrated default"})
         else:
             calibration = Calibration.load(path)
-            calibration.check_fits(reranker.fingerprint, embedder.fingerprint, str(path))
+            calibration.check_fits({"reranker": reranker.fingerprint, "embedder": embedder.fingerprint,
+                                    "chunking": config.chunking_fingerprint}, str(path))
         if llm is None and config.llm_enabled:
             llm = OpenAIChat(config.llm_base_url, config.llm_model, config.llm_api_key, config.llm_timeout_s)
         store = ChunkStore(config.db_uri, config.table)
@@ -204,7 +205,7 @@ class Pipeline:
         c = self.config
         return {"embedder": self.embedder.fingerprint, "reranker": self.reranker.fingerprint,
                 "calibration": self.calibration.reranker_fingerprint or "uncalibrated",
-                "chunking": f"max={c.chunk_max_tokens},overlap={c.chunk_overlap_tokens},{c.tokenizer_encoding}"}
+                "chunking": c.chunking_fingerprint}
 
     def _trace(self, result: AskResult) -> AskResult:
         if self.traces is None:

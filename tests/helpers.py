@@ -12,6 +12,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_KB = REPO / "data" / "kb"
 SAMPLE_QUESTIONS = json.loads((REPO / "data" / "questions.json").read_text(encoding="utf-8"))
+# Answerable sample questions the shipped models miss ("the Texas office ... wifi" against "Austin
+# office ... Wi-Fi": no score here knows Texas is Austin). test_sample_kb holds them as strict xfails.
+KNOWN_MISSES = frozenset(q["question"] for q in SAMPLE_QUESTIONS if "Texas" in q["question"])
 
 
 def build_tiny_cross_encoder(target: Path, n_layers: int = 1) -> Path:

@@ -76,20 +76,26 @@ def test_gate_uses_the_cosine_and_coverage_of_each_candidate():
 
 @pytest.mark.parametrize("cal, running, wrong, message", [
     (Calibration(floor=0.42, platt_a=1.3, platt_b=-0.7, reranker_fingerprint="m:abc", notes={"fit": "x"}),
-     ("m:abc", "any-embedder"), ("other:1", "any-embedder"), "fitted for reranker 'm:abc'.*'other:1'"),
+     {"reranker": "m:abc", "embedder": "any"}, {"reranker": "other:1", "embedder": "any"},
+     "fitted for reranker 'm:abc'.*'other:1'"),
     # A mapping that reads cosine similarity is tied to the embedder that defines it.
     (Calibration(floor=0.3, method="logistic", weights={"cosine_similarity": 2.0, "intercept": -1.0},
                  reranker_fingerprint="m:abc", embedder_fingerprint="emb-a"),
-     ("m:abc", "emb-a"), ("m:abc", "emb-b"), "fitted for embedder 'emb-a'.*'emb-b'"),
-], ids=["platt", "logistic"])
+     {"reranker": "m:abc", "embedder": "emb-a"}, {"reranker": "m:abc", "embedder": "emb-b"},
+     "fitted for embedder 'emb-a'.*'emb-b'"),
+    # Chunk size shapes every score: a calibration is for the chunking it was fitted on.
+    (Calibration(floor=0.3, reranker_fingerprint="m:abc", chunking_fingerprint="max=200,overlap=30,cl100k_base"),
+     {"reranker": "m:abc", "chunking": "max=200,overlap=30,cl100k_base"},
+     {"reranker": "m:abc", "chunking": "max=400,overlap=30,cl100k_base"}, "fitted for chunking 'max=200"),
+], ids=["platt", "logistic", "chunking"])
 def test_calibration_round_trips_and_checks_models(tmp_path, cal, running, wrong, message):
     path = tmp_path / "cal.json"
     cal.save(path)
     loaded = Calibration.load(path)
     assert loaded == cal
-    loaded.check_fits(*running, str(path))
+    loaded.check_fits(running, str(path))
     with pytest.raises(CalibrationError, match=message):
-        loaded.check_fits(*wrong, str(path))
+        loaded.check_fits(wrong, str(path))
 
 
 @pytest.mark.parametrize("content, message", [
