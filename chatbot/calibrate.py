@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from chatbot import metrics
-from chatbot.calibration import Calibration
+from chatbot.calibration import FEATURES, Calibration
 from chatbot.errors import CalibrationError
 
 
@@ -107,14 +107,14 @@ def _fit(method: str, logits: np.ndarray, cosines: np.ndarray, coverages: np.nda
     if method == "isotonic":
         xs, ys = fit_isotonic(logits, labels)
         return Calibration(floor=0.0, method="isotonic", isotonic_x=xs, isotonic_y=ys)
-    *w, intercept = fit_logistic(np.column_stack([logits, cosines, coverages]), labels)
-    weights = dict(zip(("rerank_logit", "cosine_similarity", "term_coverage"), (float(v) for v in w)))
+    *w, intercept = fit_logistic(np.column_stack([logits, cosines, coverages]), labels)  # in FEATURES order
+    weights = dict(zip(FEATURES, (float(v) for v in w)))
     return Calibration(floor=0.0, method="logistic", weights={**weights, "intercept": float(intercept)})
 
 
 def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint: str, embedder_fingerprint: str = "",
-                    chunking_fingerprint: str = "", *, target_refusal_precision: float | None = 0.9, max_false_refusal_rate: float | None = None,
-                    holdout_fraction: float = 0.3, methods: Sequence[str] = ("platt", "isotonic", "logistic"),
+                    chunking_fingerprint: str = "", *, target_refusal_precision: float | None = 0.9,
+                    max_false_refusal_rate: float | None = None, holdout_fraction: float = 0.3, methods: Sequence[str] = ("platt", "isotonic", "logistic"),
                     notes: dict | None = None) -> tuple[Calibration, dict]:
     if not questions:
         raise CalibrationError("no labelled questions to calibrate on")

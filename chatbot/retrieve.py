@@ -63,18 +63,6 @@ def full_text_index_threshold(choice: str, remote_store: bool) -> int | None:
     return AUTO_FULL_TEXT_MIN_CHUNKS if choice == "auto" else None
 
 
-def resolve_bm25_backend(choice: str, remote_store: bool, n_chunks: int = 0, has_full_text_index: bool = True) -> str:
-    """Config key bm25_backend: "auto" means LanceDB's full-text index for remote tables, where loading
-    every chunk into memory is not an option, and for large tables that have the index (ingest builds
-    it); rank-bm25 in memory, with exact scores for every chunk, otherwise."""
-    if choice != "auto":
-        return choice
-    if remote_store:
-        return "lancedb"
-    large = n_chunks >= AUTO_FULL_TEXT_MIN_CHUNKS
-    return "lancedb" if large and has_full_text_index else "rank_bm25"
-
-
 def reciprocal_rank_fusion(rankings: list[list[str]], k: int = 60) -> dict[str, float]:
     fused: dict[str, float] = {}
     for ranking in rankings:
@@ -134,10 +122,13 @@ class HybridRetriever:
         version = self.store.version()
         decided = self._auto_backend
         if decided is None or decided[0] != version:
+            # LanceDB's index where ingest builds it (remote stores, large tables), once it is there;
+            # rank-bm25 in memory, with exact scores for every chunk, otherwise.
             remote = self.store.is_remote
-            n = 0 if remote or not self.store.exists() else self.store.count()
-            indexed = remote or (n >= AUTO_FULL_TEXT_MIN_CHUNKS and self.store.has_full_text_index())
-            decided = (version, resolve_bm25_backend("auto", remote, n, indexed))
+            use_index = remote or (self.store.exists()
+                                   and self.store.count() >= full_text_index_threshold("auto", remote)
+                                   and self.store.has_full_text_index())
+            decided = (version, "lancedb" if use_index else "rank_bm25")
             self._auto_backend = decided
         return decided[1]
 
