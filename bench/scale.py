@@ -258,7 +258,8 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
     out["rss_mb"]["python_start"] = round(current_rss_mb(), 1)
 
     # Ours, lancedb full-text backend: the lightest serving process.
-    cfg = dataclasses.replace(Config(), db_uri=db, table=name, traces=False, pool_size=POOL)
+    # Score cache off: the questions repeat across warm-up and both backends, and the peers have none.
+    cfg = dataclasses.replace(Config(), db_uri=db, table=name, traces=False, pool_size=POOL, rerank_cache_pairs=0)
     t = time.perf_counter()
     ours_fts = Pipeline.from_config(dataclasses.replace(cfg, bm25_backend="lancedb"))
     ours_fts.warm()

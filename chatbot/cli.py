@@ -340,17 +340,21 @@ def cmd_train_reranker(args) -> int:
     from chatbot.calibration import Calibration
     from chatbot.evaluate import document_id
     from chatbot.pipeline import Pipeline
-    from chatbot.train import TrainingExample, TrainSettings, ValidationQuery, train, validate, write_training_report
+    from chatbot.train import (TrainingExample, TrainSettings, ValidationQuery, base_tokenizer, has_lexical_term,
+                               save_model, train, tune_lexical_weight, validate, write_training_report)
     from ingest.beir import ingest_corpus, load_beir
     from ingest.run import ChunkingSettings
 
     config = _config(args)
     settings = TrainSettings(layers=args.layers, max_length=args.max_length, steps=args.steps,
                              max_minutes=args.max_minutes, seed=args.seed, head=args.head, lr=args.lr,
-                             group_size=args.group_size, threads=args.threads)
+                             group_size=args.group_size, threads=args.threads, init=args.init or "",
+                             lexical=(bool(args.init) or args.head == "segment-cosine") and not args.no_lexical)
     chunking = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
     examples: list[TrainingExample] = []
     validation: list[ValidationQuery] = []
+    tuning: list[ValidationQuery] = []  # the half of the held-out questions that sets the exact-match weight
+    passages: list[str] = []  # every chunk the reranker could see: the documents of the word-piece IDF
     for folder in args.datasets:
         dataset = load_beir(folder, split=args.split)
         table_config = dataclasses.replace(config, table=f"eval_{_safe_name(dataset.name)}")
@@ -359,6 +363,7 @@ def cmd_train_reranker(args) -> int:
         ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, chunking,
                       progress=_corpus_progress(dataset.name))
         snapshot = pipeline.retriever.index().snapshot
+        passages += [c.context_text for c in snapshot.chunks]
         first_chunk = {}
         for c in snapshot.chunks:
             doc = document_id(c.doc_path)
@@ -371,9 +376,11 @@ def cmd_train_reranker(args) -> int:
                            mininterval=2):
             pool = pipeline.retriever.retrieve(q.text, vec).pool
             relevant = [q.relevant.get(document_id(c.chunk.doc_path), 0) > 0 for c in pool]
-            if _is_validation(f"{dataset.name}:{_split_key(q)}", args.validation_fraction):
-                validation.append(ValidationQuery(q.text, tuple(c.chunk.context_text for c in pool),
-                                                  tuple(relevant), q.answerable))
+            key = f"{dataset.name}:{_split_key(q)}"
+            if _is_validation(key, args.validation_fraction):
+                held_out = ValidationQuery(q.text, tuple(c.chunk.context_text for c in pool), tuple(relevant),
+                                           q.answerable)
+                (tuning if settings.lexical and _is_validation(f"tune:{key}", 0.5) else validation).append(held_out)
                 n_val += 1
             elif q.answerable:
                 positives = [c.chunk.context_text for c, r in zip(pool, relevant) if r]
@@ -385,6 +392,11 @@ def cmd_train_reranker(args) -> int:
                     n_train += 1
         print(f"{dataset.name}: {n_train} training questions, {n_val} validation questions", file=sys.stderr)
 
+    idf = None
+    if settings.lexical:
+        from chatbot.cross_encoder import wordpiece_idf
+
+        idf = wordpiece_idf(base_tokenizer(settings), passages)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=settings.steps, desc="train", unit="step", file=sys.stderr, mininterval=2) as bar:
@@ -393,11 +405,22 @@ def cmd_train_reranker(args) -> int:
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
             bar.update(0)
 
-        model, summary = train(examples, settings, out, resume=args.resume, on_step=on_step)
+        model, summary = train(examples, settings, out, resume=args.resume, on_step=on_step, idf=idf)
+    if has_lexical_term(model):
+        summary["lexical_tuning"] = tune_lexical_weight(model, tuning, settings.max_length)
+        save_model(model, out, settings)
+    else:  # e.g. --init from a classification cross-encoder: nothing to tune, validate on all of it
+        validation += tuning
     report = validate(model, validation, settings.max_length) if validation else None
     write_training_report(out, summary, report)
-    print(f"trained {summary['steps']} steps in {summary['minutes']} min; final loss {summary['final_loss_ema']:.3f} "
-          f"(chance {summary['chance_loss']:.3f}); model in {out}")
+    loss = summary["final_loss_ema"]
+    print(f"trained {summary['steps']} steps in {summary['minutes']} min; "
+          + (f"final loss {loss:.3f} (chance {summary['chance_loss']:.3f})" if loss is not None else "no training steps")
+          + f"; model in {out}")
+    if "lexical_tuning" in summary:
+        tuned = summary["lexical_tuning"]
+        print(f"exact-match weight {tuned['lexical_weight']:g}, chosen on {tuned['tuned_on']} held-out questions; "
+              "the validation below uses the other held-out half")
     if report:
         print(f"validation ({report['n_answerable']} answerable, {report['n_unanswerable']} unanswerable):")
         for name in ("ndcg@10", "hit@1", "hit@5"):
@@ -473,6 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="qrels split (default: the first qrels/*.tsv)")
     p.add_argument("--validation-fraction", type=float, default=0.2, help="questions held out (by passage)")
     p.add_argument("--head", default="segment-cosine", choices=["segment-cosine", "classification"])
+    p.add_argument("--no-lexical", action="store_true",
+                   help="segment-cosine head without the exact-match term (IDF-weighted shared word pieces)")
+    p.add_argument("--init", help="continue from this reranker ('shipped', a folder or a hub id) instead of the base "
+                                  "MiniLM weights; with --steps 0 it only adds and tunes the exact-match term")
     p.add_argument("--layers", type=int, default=3, help="transformer layers kept from the base model")
     p.add_argument("--max-length", type=int, default=192)
     p.add_argument("--group-size", type=int, default=8, help="1 positive + N-1 hard negatives per question")

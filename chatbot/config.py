@@ -30,6 +30,8 @@ class Config:
     embedder: str = DEFAULT_EMBEDDER  # sentence-transformers id or local path
     reranker: str = SHIPPED_RERANKER  # "shipped", a CrossEncoder hub id, or a local path
     reranker_max_length: int = 256
+    # (question, chunk) scores remembered, least recently used forgotten first (~180 bytes each); 0 = off
+    rerank_cache_pairs: int = 50_000
     calibration: str = ""  # calibration JSON; empty = the one beside the shipped reranker
     tokenizer_encoding: str = "cl100k_base"
     chunk_max_tokens: int = 200
@@ -68,6 +70,8 @@ class Config:
                 "config key 'chunk_overlap_tokens' must be >= 0 and smaller than 'chunk_max_tokens' "
                 f"({self.chunk_max_tokens}), got {self.chunk_overlap_tokens}"
             )
+        if self.rerank_cache_pairs < 0:
+            raise ConfigError(f"config key 'rerank_cache_pairs' must be 0 (off) or more, got {self.rerank_cache_pairs}")
         if self.llm_timeout_s <= 0:
             raise ConfigError(f"config key 'llm_timeout_s' must be positive, got {self.llm_timeout_s}")
         if self.bm25_backend not in ("auto", "rank_bm25", "lancedb"):

@@ -9,28 +9,60 @@ separately (by token type) and scores their cosine, plus a learned diagonal inte
 term that starts at zero. Training then only has to refine a ranking that already works,
 while every layer still sees question and passage together.
 
+Optionally (`vocab_size` > 0) the head adds an exact-match term: the IDF-weighted share of the
+question's distinct word pieces that also occur in the passage, times a learned weight. A
+bi-encoder's pooled vectors blur exact terms (names, numbers, rare words), which is where BM25
+beats them on SQuAD-style questions; this puts that evidence inside the cross-encoder's own
+score. The IDF table is a buffer saved with the weights, counted from the training corpora.
+
 It is a standard sentence-transformers module: a CrossEncoder saved with it loads with
 `CrossEncoder(path)`, provided this package is importable.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Iterable
+
 import torch
 from sentence_transformers.base.modules import Module
 
+_WORDLIKE = re.compile(r"[^\W_]")  # a piece with a letter or digit; punctuation carries no match evidence
+
 
 class SegmentCosineHead(Module):
-    config_keys = ["hidden_size", "init_scale", "init_bias"]
+    config_keys = ["hidden_size", "init_scale", "init_bias", "vocab_size", "init_lexical_weight"]
 
-    def __init__(self, hidden_size: int = 384, init_scale: float = 20.0, init_bias: float = -10.0):
+    def __init__(self, hidden_size: int = 384, init_scale: float = 20.0, init_bias: float = -10.0,
+                 vocab_size: int = 0, init_lexical_weight: float = 8.0):
         super().__init__()
         self.hidden_size = hidden_size
         self.init_scale = init_scale
         self.init_bias = init_bias
+        self.vocab_size = vocab_size
+        self.init_lexical_weight = init_lexical_weight
         self.scale = torch.nn.Parameter(torch.tensor(float(init_scale)))
         self.bias = torch.nn.Parameter(torch.tensor(float(init_bias)))
         # Diagonal bilinear term: a learned re-weighting of dimensions, zero at start.
         self.interaction = torch.nn.Parameter(torch.zeros(hidden_size))
+        if vocab_size:
+            self.lexical_weight = torch.nn.Parameter(torch.tensor(float(init_lexical_weight)))
+            self.register_buffer("idf", torch.zeros(vocab_size))
+
+    @property
+    def has_lexical_term(self) -> bool:
+        return bool(self.vocab_size)
+
+    def lexical_coverage(self, input_ids: torch.Tensor, question: torch.Tensor, passage: torch.Tensor) -> torch.Tensor:
+        """IDF-weighted share of the question's distinct word pieces found in the passage, in [0, 1]."""
+        same = input_ids.unsqueeze(2) == input_ids.unsqueeze(1)  # [batch, i, j]: piece i is piece j
+        q = question.bool()
+        earlier = torch.ones_like(same[0]).tril(-1).unsqueeze(0)
+        repeat = (same & q.unsqueeze(1) & earlier).any(-1)  # the same piece already counted earlier
+        distinct = q & ~repeat
+        matched = (same & passage.bool().unsqueeze(1)).any(-1)
+        weight = self.idf.to(input_ids.device)[input_ids].float() * distinct
+        return (weight * matched).sum(-1) / weight.sum(-1).clamp(min=1e-6)
 
     def forward(self, features: dict[str, torch.Tensor], **kwargs) -> dict[str, torch.Tensor]:
         tokens = features["token_embeddings"]
@@ -46,6 +78,11 @@ class SegmentCosineHead(Module):
         dn = torch.nn.functional.normalize(d, dim=-1)
         cosine = (qn * dn).sum(-1)
         logit = self.scale * cosine + self.bias + (qn * dn * self.interaction).sum(-1) * self.hidden_size ** 0.5
+        if self.has_lexical_term:
+            coverage = self.lexical_coverage(features["input_ids"], question, passage)
+            features["semantic_logit"] = logit
+            features["lexical_coverage"] = coverage
+            logit = logit + self.lexical_weight * coverage.to(logit.dtype)
         features["scores"] = logit.unsqueeze(-1)
         return features
 
@@ -63,8 +100,52 @@ class SegmentCosineHead(Module):
         return module
 
 
-def build_segment_cosine_cross_encoder(base_path: str, n_layers: int | None = None, max_length: int = 256):
-    """A CrossEncoder over a (bi-encoder) BERT checkpoint with the segment-cosine head."""
+def wordpiece_idf(tokenizer, texts: Iterable[str], batch_size: int = 512) -> torch.Tensor:
+    """BM25-style IDF of every vocabulary piece over `texts` (one text = one document). Special
+    tokens and punctuation get 0, so they neither count as question terms nor as matches."""
+    vocab_size = len(tokenizer)
+    df = torch.zeros(vocab_size, dtype=torch.float64)
+    n_docs = 0
+    batch: list[str] = []
+
+    def count(batch: list[str]) -> None:
+        for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+            df[torch.tensor(sorted(set(ids)), dtype=torch.long)] += 1
+
+    for text in texts:
+        batch.append(text)
+        n_docs += 1
+        if len(batch) >= batch_size:
+            count(batch)
+            batch = []
+    if batch:
+        count(batch)
+    if not n_docs:
+        raise ValueError("no documents to count word-piece IDF from")
+    idf = torch.log1p((n_docs - df + 0.5) / (df + 0.5))
+    pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    useless = [i for i, piece in enumerate(pieces)
+               if i in set(tokenizer.all_special_ids) or not _WORDLIKE.search(piece.removeprefix("##"))]
+    idf[useless] = 0.0
+    return idf.float()
+
+
+def add_lexical_term(ce, idf: torch.Tensor, weight: float = 8.0):
+    """Give a segment-cosine CrossEncoder the exact-match term (in place), keeping its other weights."""
+    old = ce[1]
+    head = SegmentCosineHead(old.hidden_size, old.init_scale, old.init_bias, vocab_size=len(idf),
+                             init_lexical_weight=weight)
+    state = {k: v for k, v in old.state_dict().items() if k in ("scale", "bias", "interaction")}
+    head.load_state_dict(state, strict=False)
+    head.idf.copy_(idf)
+    ce._modules[list(ce._modules)[1]] = head
+    return ce
+
+
+def build_segment_cosine_cross_encoder(base_path: str, n_layers: int | None = None, max_length: int = 256,
+                                       idf: torch.Tensor | None = None):
+    """A CrossEncoder over a (bi-encoder) BERT checkpoint with the segment-cosine head (plus the
+    exact-match term when an IDF table is given)."""
     from sentence_transformers import CrossEncoder
     from sentence_transformers.base.modules import Transformer
 
@@ -74,5 +155,8 @@ def build_segment_cosine_cross_encoder(base_path: str, n_layers: int | None = No
         encoder = getattr(bert, "encoder", None) or bert.bert.encoder
         encoder.layer = encoder.layer[:n_layers]
         bert.config.num_hidden_layers = n_layers
-    head = SegmentCosineHead(hidden_size=transformer.get_embedding_dimension())
+    head = SegmentCosineHead(hidden_size=transformer.get_embedding_dimension(),
+                             vocab_size=0 if idf is None else len(idf))
+    if idf is not None:
+        head.idf.copy_(idf)
     return CrossEncoder(modules=[transformer, head], num_labels=1, max_length=max_length, device="cpu")

@@ -7,7 +7,6 @@ network. Any other sentence-transformers hub id or local path is passed through 
 from __future__ import annotations
 
 from functools import cached_property
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -48,11 +47,9 @@ class Embedder:
         try:
             return SentenceTransformer(where, device=self.device)
         except Exception as e:
-            hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"cannot load embedder '{self.name}'{hint}: {reason}. Set config key 'embedder' "
-                                 "to a sentence-transformers folder or hub id (default: "
-                                 "sentence-transformers/all-MiniLM-L6-v2, packaged offline)") from e
+            raise ModelLoadError.from_failure(
+                "embedder", self.name, where, e, "Set config key 'embedder' to a sentence-transformers folder or "
+                "hub id (default: sentence-transformers/all-MiniLM-L6-v2, packaged offline)") from e
 
     @cached_property
     def dimension(self) -> int:

@@ -24,6 +24,17 @@ class EmbedderMismatch(StoreError):
 class ModelLoadError(ChatbotError):
     """A model (embedder, reranker) could not be loaded from where config points."""
 
+    @classmethod
+    def from_failure(cls, role: str, name: str, where: str, error: Exception, fix: str) -> "ModelLoadError":
+        """One line a user can act on: which model, whether it was read as a hub id, the first
+        line of the library's own message (its tracebacks run to pages), and the config fix."""
+        from pathlib import Path
+
+        hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
+        return cls(f"cannot load {role} '{name}'{hint}: {reason}. {fix}")
+
 
 class CalibrationError(ChatbotError):
     """A calibration file is missing, malformed, or fitted for another pipeline."""

@@ -94,7 +94,8 @@ class Pipeline:
     def from_config(cls, config: Config, llm: ChatLLM | None = None,
                     calibration: Calibration | None = None) -> "Pipeline":
         """`calibration` given explicitly (e.g. while fitting one) bypasses the configured file."""
-        reranker = Reranker(config.reranker, max_length=config.reranker_max_length)
+        reranker = Reranker(config.reranker, max_length=config.reranker_max_length,
+                            cache_pairs=config.rerank_cache_pairs)
         embedder = Embedder(config.embedder, config.embed_batch_size)
         path = default_calibration_path(config)
         if calibration is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
@@ -48,26 +49,38 @@ def _only_known_modules(path: str) -> bool:
 
 
 def model_fingerprint(name: str) -> str:
-    """Identity of a reranker for calibration files: its name, plus its weights' hash when local."""
+    """Identity of a reranker for calibration files: its name, plus a hash of every weight file
+    when local (heads keep their own weights in sub-folders, and a new head changes the scores)."""
     path = Path(resolve_reranker_path(name))
-    weights = next((p for p in (path / "model.safetensors", path / "pytorch_model.bin") if p.is_file()), None)
-    if weights is None:
+    weights = sorted(p for pattern in ("*.safetensors", "*.bin") for p in path.rglob(pattern)
+                     if "checkpoint" not in p.relative_to(path).parts) if path.is_dir() else []
+    if not weights:
         return name
     digest = hashlib.sha1()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for file in weights:
+        digest.update(file.relative_to(path).as_posix().encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return f"{'shipped' if name == SHIPPED_RERANKER else path.name}:{digest.hexdigest()[:16]}"
 
 
 class Reranker:
-    def __init__(self, name: str, max_length: int = 256, batch_size: int = 16, device: str = "cpu"):
+    def __init__(self, name: str, max_length: int = 256, batch_size: int = 16, device: str = "cpu",
+                 cache_pairs: int = 0):
         self.name = name
         self.max_length = max_length
         self.batch_size = batch_size
         self.device = device
         self._model = Lazy(self._load)
         self._thread = OwnThread("reranker")
+        # (question, passage) digest -> logit, least recently used first. A repeated question (the
+        # same FAQ from many users, a retry, a re-ask) then costs no cross-encoder work. Touched only
+        # on the reranker's own thread, so it needs no lock.
+        self.cache_pairs = cache_pairs
+        self._cache: OrderedDict[bytes, float] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     @property
     def model(self):
@@ -85,10 +98,9 @@ class Reranker:
             return CrossEncoder(str(where), num_labels=1, max_length=self.max_length, device=self.device,
                                 trust_remote_code=_only_known_modules(where), model_kwargs={"dtype": torch.float32})
         except Exception as e:
-            hint = "" if Path(where).exists() else " (not a local path; a hub id needs internet access)"
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"cannot load reranker '{self.name}'{hint}: {reason}. Set config key 'reranker' "
-                                 "(or --reranker) to 'shipped', a local CrossEncoder folder, or a hub id") from e
+            raise ModelLoadError.from_failure(
+                "reranker", self.name, where, e, "Set config key 'reranker' (or --reranker) to 'shipped', a local "
+                "CrossEncoder folder, or a hub id") from e
 
     @cached_property
     def fingerprint(self) -> str:
@@ -100,6 +112,32 @@ class Reranker:
         return self._thread.run(self._logits, question, passages)
 
     def _logits(self, question: str, passages: Sequence[str]) -> np.ndarray:
+        out = np.empty(len(passages), dtype=np.float32)
+        keys = [self._key(question, p) for p in passages] if self.cache_pairs else []
+        todo = []
+        for i in range(len(passages)):
+            cached = self._cache.get(keys[i]) if keys else None
+            if cached is None:
+                todo.append(i)
+            else:
+                self._cache.move_to_end(keys[i])
+                out[i] = cached
+        self.cache_hits += len(passages) - len(todo)
+        self.cache_misses += len(todo)
+        if todo:
+            out[todo] = self._predict(question, [passages[i] for i in todo])
+        if keys:
+            for i in todo:
+                self._cache[keys[i]] = float(out[i])
+            while len(self._cache) > self.cache_pairs:
+                self._cache.popitem(last=False)
+        return out
+
+    @staticmethod
+    def _key(question: str, passage: str) -> bytes:
+        return hashlib.blake2b(f"{question}\x00{passage}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def _predict(self, question: str, passages: Sequence[str]) -> np.ndarray:
         import torch
 
         # Longest first so each batch pads to similar lengths.

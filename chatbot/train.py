@@ -59,16 +59,65 @@ class TrainSettings:
     seed: int = 0
     threads: int = 0  # 0 = torch's default
     fp16_storage: bool = True  # the final model's weights on disk; inference upcasts to fp32
+    lexical: bool = True  # segment-cosine only: add the exact-match term (IDF from the training corpora)
+    lexical_weight: float = 8.0  # its starting weight; re-tuned on half the validation split after training
+    init: str = ""  # start from this reranker ("shipped", a folder, a hub id) instead of `base`
 
 
-def build_model(settings: TrainSettings):
+def base_tokenizer(settings: TrainSettings):
+    """The tokenizer of the model training starts from (`init` when set, else `base`)."""
+    from transformers import AutoTokenizer
+
+    from chatbot.embed import resolve_embedder_path
+    from chatbot.rerank import resolve_reranker_path
+
+    return AutoTokenizer.from_pretrained(resolve_reranker_path(settings.init) if settings.init
+                                         else resolve_embedder_path(settings.base))
+
+
+def has_lexical_term(ce) -> bool:
+    return is_segment_cosine(ce) and ce[1].has_lexical_term
+
+
+def load_initial_model(settings: TrainSettings, idf=None):
+    """An existing reranker to continue from; a segment-cosine one gains the exact-match term if it
+    lacks it (its other weights are kept, so `steps=0` is a pure add-and-tune)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from chatbot.cross_encoder import add_lexical_term
+    from chatbot.rerank import _only_known_modules, resolve_reranker_path
+
+    where = resolve_reranker_path(settings.init)
+    ce = CrossEncoder(str(where), num_labels=1, max_length=settings.max_length, device="cpu",
+                      trust_remote_code=_only_known_modules(where), model_kwargs={"dtype": torch.float32})
+    if settings.lexical and is_segment_cosine(ce) and not ce[1].has_lexical_term:
+        if idf is None:
+            raise ValueError("adding the exact-match term needs the word-piece IDF of the training corpora")
+        add_lexical_term(ce, idf, settings.lexical_weight)
+    return ce
+
+
+def is_segment_cosine(ce) -> bool:
+    from chatbot.cross_encoder import SegmentCosineHead
+
+    return len(ce._modules) > 1 and isinstance(ce[1], SegmentCosineHead)
+
+
+def build_model(settings: TrainSettings, idf=None):
     from chatbot.embed import resolve_embedder_path
 
+    if settings.init:
+        return load_initial_model(settings, idf)
     base = resolve_embedder_path(settings.base)
     if settings.head == "segment-cosine":
         from chatbot.cross_encoder import build_segment_cosine_cross_encoder
 
-        return build_segment_cosine_cross_encoder(base, settings.layers, settings.max_length)
+        ce = build_segment_cosine_cross_encoder(base, settings.layers, settings.max_length,
+                                                idf if settings.lexical else None)
+        if settings.lexical:
+            ce[1].lexical_weight.data.fill_(settings.lexical_weight)
+        return ce
     if settings.head == "classification":
         from sentence_transformers import CrossEncoder
 
@@ -129,8 +178,53 @@ def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size
     return report
 
 
+def score_components(ce, question: str, passages: Sequence[str], max_length: int, batch_size: int = 32):
+    """(semantic_logit, lexical_coverage) per passage, from one forward pass of a lexical head."""
+    import torch
+
+    semantic, coverage = [], []
+    with torch.inference_mode():
+        for i in range(0, len(passages), batch_size):
+            chunk = list(passages[i:i + batch_size])
+            features = ce.tokenizer([question] * len(chunk), chunk, truncation="only_second", max_length=max_length,
+                                    padding=True, return_tensors="pt")
+            out = ce(dict(features))
+            semantic.append(out["semantic_logit"].float())
+            coverage.append(out["lexical_coverage"].float())
+    return torch.cat(semantic).numpy(), torch.cat(coverage).numpy()
+
+
+LEXICAL_WEIGHT_GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0)
+
+
+def tune_lexical_weight(ce, queries: Sequence[ValidationQuery], max_length: int) -> dict:
+    """Set the exact-match term's weight to the grid value with the best mean nDCG@10 on `queries`
+    (answerable ones with a relevant passage in the pool). Training alone cannot set it: by the end
+    the model has memorised its training questions, on which the exact-match evidence looks redundant."""
+    import torch
+
+    head = ce[1]
+    scored = [(score_components(ce, q.question, q.pool, max_length), q.relevant)
+              for q in queries if q.answerable and any(q.relevant) and q.pool]
+    if not scored:
+        return {"lexical_weight": head.lexical_weight.item(), "tuned_on": 0}
+    by_weight = {}
+    for w in LEXICAL_WEIGHT_GRID:
+        values = []
+        for (semantic, coverage), relevant in scored:
+            ids = [str(i) for i in range(len(relevant))]
+            order = [ids[i] for i in np.argsort(-(semantic + w * coverage), kind="stable")]
+            values.append(metrics.ndcg_at(order, {ids[i]: 1.0 for i, r in enumerate(relevant) if r}, 10))
+        by_weight[w] = float(np.mean(values))
+    best = max(LEXICAL_WEIGHT_GRID, key=lambda w: (round(by_weight[w], 6), -abs(w - TrainSettings.lexical_weight)))
+    with torch.no_grad():
+        head.lexical_weight.fill_(best)
+    return {"lexical_weight": best, "tuned_on": len(scored),
+            "ndcg@10_by_weight": {str(w): round(v, 4) for w, v in by_weight.items()}}
+
+
 def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir: Path, *,
-          resume: bool = False, on_step: Callable[[int, float], None] | None = None):
+          resume: bool = False, on_step: Callable[[int, float], None] | None = None, idf=None):
     """Train and save the model to `out_dir`; checkpoints go to `out_dir/checkpoint`."""
     import torch
     import torch.nn.functional as F
@@ -153,9 +247,9 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
     else:
-        ce = build_model(settings)
+        ce = build_model(settings, idf)
         state = None
-    head_params = list(ce[1].parameters()) if settings.head == "segment-cosine" else [
+    head_params = list(ce[1].parameters()) if is_segment_cosine(ce) else [
         p for n, p in ce.named_parameters() if "classifier" in n or "pooler" in n]
     head_ids = {id(p) for p in head_params}
     body_params = [p for p in ce.parameters() if id(p) not in head_ids]
@@ -212,13 +306,17 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
             ce.train()
     ce.eval()
     save_checkpoint(step)
-    ce.save_pretrained(str(out_dir))
-    if settings.fp16_storage:
-        compact_weights(out_dir)
+    save_model(ce, out_dir, settings)
     summary = {"steps": step, "minutes": round((time.time() - started) / 60, 2), "final_loss_ema": loss_ema,
                "chance_loss": math.log(settings.group_size), "settings": asdict(settings),
                "examples": len(examples)}
     return ce, summary
+
+
+def save_model(ce, out_dir: Path, settings: TrainSettings) -> None:
+    ce.save_pretrained(str(out_dir))
+    if settings.fp16_storage:
+        compact_weights(Path(out_dir))
 
 
 def compact_weights(model_dir: Path) -> int:

@@ -125,3 +125,23 @@ def test_gate_keeps_top_n_above_floor():
 def test_gate_refuses_everything_below_floor():
     gate = apply_gate([_cand(0, -3.0), _cand(1, -2.0)], Calibration(floor=0.5), top_n=5)
     assert gate.kept == ()
+
+
+def test_repeated_pairs_are_scored_once_and_the_cache_stays_bounded(tiny_reranker_dir):
+    cold = Reranker(str(tiny_reranker_dir))
+    cached = Reranker(str(tiny_reranker_dir), cache_pairs=3)
+    passages = ["the H2 battery lasts ten hours", "parking is free", "the office opens at nine"]
+    first = cached.logits("battery life?", passages)
+    assert (cached.cache_hits, cached.cache_misses) == (0, 3)
+    again = cached.logits("battery life?", passages[::-1])
+    assert (cached.cache_hits, cached.cache_misses) == (3, 3)
+    np.testing.assert_array_equal(again, first[::-1])
+    np.testing.assert_allclose(first, cold.logits("battery life?", passages), atol=1e-5)
+    # Same passage, another question: a new pair, not a hit.
+    cached.logits("parking?", passages[:1])
+    assert cached.cache_misses == 4 and len(cached._cache) == 3  # one pair was dropped ...
+    # ... the least recently used: the reversed call touched passages[2] first.
+    cached.logits("battery life?", passages[:1])
+    assert (cached.cache_hits, cached.cache_misses) == (4, 4)
+    cached.logits("battery life?", passages[2:])
+    assert (cached.cache_hits, cached.cache_misses) == (4, 5)

