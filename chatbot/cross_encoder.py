@@ -124,8 +124,9 @@ def wordpiece_idf(tokenizer, texts: Iterable[str], batch_size: int = 512) -> tor
         raise ValueError("no documents to count word-piece IDF from")
     idf = torch.log1p((n_docs - df + 0.5) / (df + 0.5))
     pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    special = set(tokenizer.all_special_ids)
     useless = [i for i, piece in enumerate(pieces)
-               if i in set(tokenizer.all_special_ids) or not _WORDLIKE.search(piece.removeprefix("##"))]
+               if i in special or not _WORDLIKE.search(piece.removeprefix("##"))]
     idf[useless] = 0.0
     return idf.float()
 
