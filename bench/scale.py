@@ -378,11 +378,11 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
             return [snap_chunks[r] for r in rows], index.snapshot.vectors[rows]
 
         t0 = time.perf_counter()
-        retr_mem._pool(vec_ids, bm_ids, fetch, lambda c: float(sc[row_of[c]]), qv)
+        retr_mem._pool(question, vec_ids, bm_ids, fetch, lambda c: float(sc[row_of[c]]), qv)
         s["fusion_rank_bm25"] = time.perf_counter() - t0
         fts_score = dict(fts)
         t0 = time.perf_counter()
-        retr_fts._pool(vec_ids, [i for i, _ in fts], ours_fts.store.chunks_by_id, lambda c: fts_score.get(c, 0.0), qv)
+        retr_fts._pool(question, vec_ids, [i for i, _ in fts], ours_fts.store.chunks_by_id, lambda c: fts_score.get(c, 0.0), qv)
         s["fusion_lancedb_fts"] = time.perf_counter() - t0
         return s
 
