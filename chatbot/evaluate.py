@@ -41,11 +41,11 @@ class QueryOutcome:
     top_p: float
     top_bm25: float  # baselines for the refusal signal
     top_cosine: float
-    pair_logits: tuple[float, ...]  # every pooled chunk's logit...
+    pair_logits: tuple[float, ...]  # every reranked chunk's logit...
     pair_labels: tuple[int, ...]  # ...and whether its document is relevant
     timings_ms: dict[str, float]
-    pair_cosines: tuple[float, ...]  # every pooled chunk's cosine similarity to the question
-    pair_coverages: tuple[float, ...]  # every pooled chunk's term coverage of the question
+    pair_cosines: tuple[float, ...]  # every reranked chunk's cosine similarity to the question
+    pair_coverages: tuple[float, ...]  # every reranked chunk's term coverage of the question
 
 
 def document_id(doc_path: str) -> str:
@@ -76,16 +76,17 @@ def run_queries(pipeline: Pipeline, queries: Sequence[LabelledQuery], batch_size
                 "fused": _dedupe(document_id(c.chunk.doc_path) for c in ev.retrieval.pool),
                 "reranked": _dedupe(document_id(c.chunk.doc_path) for c in ranked),
             }
-            labels = tuple(int(q.answerable and q.relevant.get(document_id(c.chunk.doc_path), 0) > 0) for c in ranked)
+            read = [c for c in ranked if c.rerank_logit is not None]  # pairs the cross-encoder scored
+            labels = tuple(int(q.answerable and q.relevant.get(document_id(c.chunk.doc_path), 0) > 0) for c in read)
             outcomes.append(QueryOutcome(
                 query=q, rankings=rankings, pool_size=len(ranked),
                 top_logit=ranked[0].rerank_logit if ranked else float("-inf"),
                 top_p=ranked[0].p_relevant if ranked else 0.0,
                 top_bm25=max((c.bm25_score for c in ranked), default=0.0),
                 top_cosine=max((c.cosine_similarity for c in ranked), default=-1.0),
-                pair_logits=tuple(c.rerank_logit for c in ranked), pair_labels=labels, timings_ms=timings,
-                pair_cosines=tuple(c.cosine_similarity for c in ranked),
-                pair_coverages=tuple(c.term_coverage for c in ranked),
+                pair_logits=tuple(c.rerank_logit for c in read), pair_labels=labels, timings_ms=timings,
+                pair_cosines=tuple(c.cosine_similarity for c in read),
+                pair_coverages=tuple(c.term_coverage for c in read),
             ))
             if on_done is not None:
                 on_done(1)

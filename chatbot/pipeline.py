@@ -95,7 +95,7 @@ class Pipeline:
                     calibration: Calibration | None = None) -> "Pipeline":
         """`calibration` given explicitly (e.g. while fitting one) bypasses the configured file."""
         reranker = Reranker(config.reranker, max_length=config.reranker_max_length,
-                            cache_pairs=config.rerank_cache_pairs)
+                            cache_pairs=config.rerank_cache_pairs, precision=config.reranker_precision)
         embedder = Embedder(config.embedder, config.embed_batch_size)
         path = default_calibration_path(config)
         if calibration is not None:
@@ -228,7 +228,7 @@ class Pipeline:
         t = clock.lap("embed_query_ms", t)
         retrieval = self.retriever.retrieve(question, query_vector)
         t = clock.lap("retrieve_ms", t)
-        reranked = self.reranker.rerank(question, retrieval.pool)
+        reranked = self.reranker.rerank(question, retrieval.pool, self.config.rerank_depth)
         t = clock.lap("rerank_ms", t)
         gate = apply_gate(reranked, self.calibration, self.config.top_n)
         clock.lap("gate_ms", t)
@@ -236,4 +236,4 @@ class Pipeline:
 
     def _refusal(self, gate, reason: str) -> Refusal:
         best = gate.ranked[0].p_relevant if gate.ranked else None
-        return Refusal(reason=reason, floor=gate.floor, best_p_relevant=best, near_misses=gate.ranked[:NEAR_MISSES])
+        return Refusal(reason=reason, floor=gate.floor, best_p_relevant=best, near_misses=tuple(c for c in gate.ranked if c.p_relevant is not None)[:NEAR_MISSES])

@@ -16,7 +16,8 @@ from typing import Sequence
 from chatbot.types import Answer, AskResult, Candidate, Chunk, GateResult, Refusal
 
 REFUSAL_TEXT = "I don't have evidence for that."
-STATUS_LABELS = {"kept": "kept", "below_floor": "below floor", "cut_by_top_n": "cut by top-n"}
+STATUS_LABELS = {"kept": "kept", "below_floor": "below floor", "cut_by_top_n": "cut by top-n",
+                 "not_reranked": "past rerank depth"}
 TABLE_HEADERS = ["#", "status", "cited", "p_relevant", "rerank_logit", "rrf_score", "bm25_score",
                  "vector_distance", "term_coverage", "document", "heading"]
 
@@ -122,8 +123,9 @@ def score_chart(gate: GateResult):
     fig = Figure(figsize=(5.2, 2.4), dpi=100)
     ax = fig.subplots()
     colours = {"kept": "#2e7d32", "below_floor": "#9e9e9e", "cut_by_top_n": "#f9a825"}
-    values = [max(c.p_relevant or 0.0, 1e-6) for c in gate.ranked]
-    statuses = [gate.status(c.chunk.id) for c in gate.ranked]
+    read = [c for c in gate.ranked if c.p_relevant is not None]  # the unread tail has no probability to draw
+    values = [max(c.p_relevant, 1e-6) for c in read]
+    statuses = [gate.status(c.chunk.id) for c in read]
     ax.bar(range(1, len(values) + 1), values, color=[colours[s] for s in statuses])
     ax.axhline(gate.floor, color="#c62828", linestyle="--", linewidth=1.2, label=f"floor {gate.floor:.4f}")
     ax.set_yscale("log")

@@ -56,21 +56,23 @@ class Candidate:
         return 1.0 - self.vector_distance
 
 
-CandidateStatus = Literal["kept", "below_floor", "cut_by_top_n"]
+CandidateStatus = Literal["kept", "below_floor", "cut_by_top_n", "not_reranked"]
 
 
 @dataclass(frozen=True)
 class GateResult:
     floor: float
     top_n: int
-    ranked: tuple[Candidate, ...]  # the whole pool, best p_relevant first
+    ranked: tuple[Candidate, ...]  # the whole pool: best p_relevant first, then any the reranker did not read
     kept: tuple[Candidate, ...]
 
     def status(self, chunk_id: str) -> CandidateStatus:
         if any(c.chunk.id == chunk_id for c in self.kept):
             return "kept"
         cand = next(c for c in self.ranked if c.chunk.id == chunk_id)
-        return "below_floor" if (cand.p_relevant or 0.0) < self.floor else "cut_by_top_n"
+        if cand.p_relevant is None:
+            return "not_reranked"
+        return "below_floor" if cand.p_relevant < self.floor else "cut_by_top_n"
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,10 @@ def test_unknown_env_key_and_bad_values(tmp_path):
         load_config(env={"CHATBOT_FLOOR": "0.3"})
     with pytest.raises(ConfigError, match="chunk_overlap_tokens"):
         load_config(env={"CHATBOT_CHUNK_OVERLAP_TOKENS": "500"})
+    with pytest.raises(ConfigError, match="'reranker_precision' must be 'fp32' or 'int8', got 'fp16'"):
+        load_config(env={"CHATBOT_RERANKER_PRECISION": "fp16"})
+    with pytest.raises(ConfigError, match="'rerank_depth' must be at least 1"):
+        load_config(env={"CHATBOT_RERANK_DEPTH": "0"})
 
 
 def test_invalid_toml_and_missing_file(tmp_path):

@@ -26,8 +26,10 @@ def test_answer_through_llm_endpoint_with_valid_citations(sample_db, tiny_rerank
     assert user_message.count("<source id=") == 3 and "maximum payload of the H2" in user_message
     record = ask_record(result)
     assert record["decision"] == "answer" and record["cited"] == [kept[1], kept[0]]
-    statuses = {c["status"] for c in record["candidates"]}
-    assert statuses == {"kept", "cut_by_top_n"}
+    statuses = [c["status"] for c in record["candidates"]]
+    depth = pipeline.config.rerank_depth
+    assert set(statuses[:depth]) == {"kept", "cut_by_top_n"} and set(statuses[depth:]) == {"not_reranked"}
+    assert all(c["rerank_logit"] is None and c["p_relevant"] is None for c in record["candidates"][depth:])
     assert set(result.timings_ms) >= {"embed_query_ms", "retrieve_ms", "rerank_ms", "gate_ms", "answer_ms", "total_ms"}
 
 

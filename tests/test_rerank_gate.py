@@ -145,3 +145,50 @@ def test_repeated_pairs_are_scored_once_and_the_cache_stays_bounded(tiny_reranke
     assert (cached.cache_hits, cached.cache_misses) == (4, 4)
     cached.logits("battery life?", passages[2:])
     assert (cached.cache_hits, cached.cache_misses) == (4, 5)
+
+
+def test_rerank_depth_reads_only_the_fused_head_and_keeps_the_tail_in_order(tiny_reranker_dir):
+    reranker = Reranker(str(tiny_reranker_dir))
+    pool = [dataclasses.replace(_cand(i), chunk=dataclasses.replace(_cand(i).chunk, text=t))
+            for i, t in enumerate(["robots", "the battery lasts ten hours", "parking", "battery", "canteen menu"])]
+    ranked = reranker.rerank("battery life?", pool, depth=3)
+    assert reranker.cache_misses == 3  # pairs the cross-encoder scored (counted with the cache off too)
+    assert sorted(c.chunk.id for c in ranked[:3]) == ["id0", "id1", "id2"]
+    assert [c.chunk.id for c in ranked[3:]] == ["id3", "id4"]  # fused order, untouched
+    assert all(c.rerank_logit is not None for c in ranked[:3])
+    assert all(c.rerank_logit is None for c in ranked[3:])
+    full = {c.chunk.id: c.rerank_logit for c in reranker.rerank("battery life?", pool)}
+    assert all(abs(full[c.chunk.id] - c.rerank_logit) < 1e-4 for c in ranked[:3])
+    assert [c.chunk.id for c in ranked[:3]] == sorted(["id0", "id1", "id2"], key=lambda i: -full[i])
+    assert len(reranker.rerank("battery life?", pool, depth=50)) == 5
+
+
+def test_gate_never_keeps_what_the_reranker_did_not_read():
+    # Unread candidates would otherwise look like evidence to a calibration that reads only cosine
+    # and coverage: give them the best of both.
+    cal = Calibration(method="logistic", floor=0.5, weights={"intercept": 0.0, "rerank_logit": 1.0})
+    pool = [_cand(0, -1.0), _cand(1, 2.0), _cand(2), _cand(3)]
+    gate = apply_gate(pool, cal, top_n=5)
+    assert [c.chunk.id for c in gate.kept] == ["id1"]
+    assert [c.chunk.id for c in gate.ranked] == ["id1", "id0", "id2", "id3"]
+    assert [gate.status(f"id{i}") for i in range(4)] == ["below_floor", "kept", "not_reranked", "not_reranked"]
+    assert gate.ranked[2].p_relevant is None and gate.ranked[3].p_relevant is None
+
+
+def test_int8_keeps_the_feed_forward_output_in_fp32_and_ranks_like_fp32():
+    fp32, int8 = Reranker("shipped"), Reranker("shipped", precision="int8")
+    linear = {n: type(m) for n, m in int8.model.named_modules() if type(m).__name__ == "Linear" and "encoder." in n}
+    quantized = {n for n, t in linear.items() if "quantized" in t.__module__}
+    ffn_out = {n for n in linear if n.endswith("output.dense") and "attention" not in n}
+    layers = int8.model[0].auto_model.config.num_hidden_layers
+    assert len(ffn_out) == layers and quantized == set(linear) - ffn_out and len(quantized) == 5 * layers
+    question = "How long does the H2 battery last on one charge?"
+    passages = ["Battery: the H2 runs for up to 10 hours on a full charge and recharges in 90 minutes.",
+                "Expense claims above 2,000 euros need the approval of a director.",
+                "The Rotterdam office is closed on public holidays.",
+                "Payload: a single H2 carries at most 600 kg."]
+    a, b = fp32.logits(question, passages), int8.logits(question, passages)
+    assert np.argmax(a) == np.argmax(b) == 0
+    assert np.abs(a - b).max() < 1.5  # the held-out pools moved 0.39 on average
+    with pytest.raises(ValueError, match="precision"):
+        Reranker("shipped", precision="fp16")

@@ -123,3 +123,30 @@ def test_term_coverage_counts_the_questions_content_words_in_the_chunk(retriever
     pool = retriever.retrieve("How many parking spaces does the Lisbon office have?").pool
     best = max(pool, key=lambda c: c.term_coverage)
     assert "12 parking spaces" in best.chunk.text and best.term_coverage >= 0.8
+
+
+def test_vector_search_through_an_ivf_pq_index_returns_the_exact_neighbours(tmp_path):
+    """Compressed (PQ) distances blur near neighbours; the store re-scores with the full vectors."""
+    from chatbot.types import Chunk
+
+    rng = np.random.default_rng(7)
+    # Clusters of near-duplicates, the hard case for PQ: what replicated or versioned documents look like.
+    centres = rng.normal(size=(40, 64))
+    vectors = np.repeat(centres, 20, axis=0) + rng.normal(scale=0.05, size=(800, 64))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    store = ChunkStore(str(tmp_path / "lancedb"))
+    store.ensure_table("test-embedder", lambda: 64)
+    chunks = [Chunk(f"c{i}", f"/kb/d{i // 100}.md", "Doc", (), i, f"text {i}", 2, "h") for i in range(800)]
+    for d in range(8):
+        store.replace_documents([f"/kb/d{d}.md"], chunks[d * 100:(d + 1) * 100], vectors[d * 100:(d + 1) * 100])
+    store.table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ",
+                             num_partitions=4, num_sub_vectors=8, replace=True)
+    recalls, recalls_pq_only = [], []
+    for q in vectors[rng.choice(800, 20, replace=False)] + rng.normal(scale=0.02, size=(20, 64)).astype(np.float32):
+        exact = {f"c{i}" for i in np.argsort(-(vectors @ q))[:10]}
+        recalls.append(len(exact & {i for i, _ in store.vector_search(q, 10)}) / 10)
+        pq_only = (store.table.search(q, vector_column_name="vector").metric("cosine")
+                   .select(["id", "_distance"]).limit(10).to_arrow().column("id").to_pylist())
+        recalls_pq_only.append(len(exact & set(pq_only)) / 10)
+    assert np.mean(recalls) >= 0.98
+    assert np.mean(recalls_pq_only) < np.mean(recalls)  # the index alone does lose neighbours here

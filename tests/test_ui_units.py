@@ -57,6 +57,12 @@ def test_panel_rows_show_every_candidate_with_scores_and_fate(sample_db, tiny_re
     assert "**Sources**" in markdown and os.path.basename(result.outcome.cited[0].doc_path) in markdown
     fig = present.score_chart(result.gate)
     assert [line.get_ydata()[0] for line in fig.axes[0].get_lines()] == [result.gate.floor]
+    # The fused tail past the rerank depth is listed, unscored, and left out of the chart.
+    depth = pipeline.config.rerank_depth
+    assert depth < pipeline.config.pool_size
+    assert {r[1] for r in rows[depth:]} == {"past rerank depth"} and {r[3] for r in rows[depth:]} == {""}
+    assert "past rerank depth" not in {r[1] for r in rows[:depth]}
+    assert len(fig.axes[0].patches) == depth
 
 
 def test_refusal_markdown_names_the_floor_and_near_misses(sample_db, tiny_reranker_dir):
