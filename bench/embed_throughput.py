@@ -96,7 +96,7 @@ def main() -> None:
     layers, hidden, intermediate = (bert.config.num_hidden_layers, bert.config.hidden_size,
                                     bert.config.intermediate_size)
     max_seq = model.max_seq_length
-    lengths = [min(len(ids), max_seq) for ids in model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    lengths = [len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=max_seq)["input_ids"]]
     flops = sum(encoder_flops(n, layers, hidden, intermediate) for n in lengths)
     tokens = sum(lengths)
     embedder.embed_documents(texts[:64])  # warm up

@@ -39,7 +39,7 @@ class Config:
     tokenizer_encoding: str = "cl100k_base"
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 30
-    embed_batch_size: int = 32
+    embed_batch_size: int = 16  # texts per forward pass: 16 embedded 5-15% faster than 32 or 64 here (less padding)
     ingest_batch_chunks: int = 512  # chunks embedded and committed together: bounds ingest memory and lost work on a crash
     pool_size: int = 30  # candidates fused from the vector and BM25 lists, all shown in the inspection panel
     # The cross-encoder reads only the top `rerank_depth` of the fused pool (its cost is linear in this);

@@ -29,7 +29,7 @@ def resolve_embedder_path(name: str) -> str:
 
 
 class Embedder:
-    def __init__(self, name: str, batch_size: int = 32, device: str = "cpu"):
+    def __init__(self, name: str, batch_size: int = 16, device: str = "cpu"):
         self.name = name
         self.batch_size = batch_size
         self.device = device
