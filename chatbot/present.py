@@ -102,8 +102,10 @@ def floor_markdown(gate: GateResult, asked: str, standalone: str) -> str:
     lines = [f"**Searched:** {html.escape(standalone)}"]
     if standalone != asked:
         lines.append(f"*(rewritten from the follow-up: “{html.escape(asked)}”)*")
+    read = sum(c.p_relevant is not None for c in gate.ranked)
+    reranked = f" · reranked the fused top {read}" if read < len(gate.ranked) else ""
     lines.append(f"**Floor:** p_relevant ≥ {gate.floor:.4f} · **kept** {kept} of {len(gate.ranked)} "
-                 f"(top-n {gate.top_n})")
+                 f"(top-n {gate.top_n}){reranked}")
     return "  \n".join(lines)
 
 

@@ -68,7 +68,7 @@ def model_fingerprint(name: str) -> str:
 PRECISIONS = ("fp32", "int8")
 
 
-def _int8_layers(model) -> dict:
+def _int8_layers(model) -> set[str]:
     """The encoder's linear layers that int8 serves well, by module name.
 
     Left in fp32: each layer's feed-forward output projection (BERT's `layer.N.output.dense`). Its

@@ -63,6 +63,8 @@ def test_panel_rows_show_every_candidate_with_scores_and_fate(sample_db, tiny_re
     assert {r[1] for r in rows[depth:]} == {"past rerank depth"} and {r[3] for r in rows[depth:]} == {""}
     assert "past rerank depth" not in {r[1] for r in rows[:depth]}
     assert len(fig.axes[0].patches) == depth
+    floor = present.floor_markdown(result.gate, "q", "q")
+    assert f"**kept** 2 of {len(rows)}" in floor and f"reranked the fused top {depth}" in floor
 
 
 def test_refusal_markdown_names_the_floor_and_near_misses(sample_db, tiny_reranker_dir):
