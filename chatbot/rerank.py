@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from chatbot.config import SHIPPED_RERANKER, SHIPPED_RERANKER_DIR
+from chatbot.config import RERANKER_PRECISIONS, SHIPPED_RERANKER, SHIPPED_RERANKER_DIR
 from chatbot.errors import ModelLoadError
 from chatbot.lazy import Lazy, OwnThread
 from chatbot.types import Candidate
@@ -48,6 +48,19 @@ def _only_known_modules(path: str) -> bool:
     return all(t.startswith(("sentence_transformers.", "chatbot.")) for t in types)
 
 
+def load_cross_encoder(name: str, max_length: int, device: str = "cpu"):
+    """The CrossEncoder that `name` ("shipped", a folder or a hub id) points to: fp32, one logit per pair.
+    Shared by serving (`Reranker`) and by training that continues from a reranker (`--init`)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    where = resolve_reranker_path(name)
+    # str(), not Path: some sentence-transformers versions mis-detect a Path as a hub id. fp32 even when
+    # weights are stored in fp16: CPU half-precision is slow and saturates scores.
+    return CrossEncoder(str(where), num_labels=1, max_length=max_length, device=device,
+                        trust_remote_code=_only_known_modules(where), model_kwargs={"dtype": torch.float32})
+
+
 def model_fingerprint(name: str) -> str:
     """Identity of a reranker for calibration files: its name, plus a hash of every weight file
     when local (heads keep their own weights in sub-folders, and a new head changes the scores)."""
@@ -63,9 +76,6 @@ def model_fingerprint(name: str) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return f"{'shipped' if name == SHIPPED_RERANKER else path.name}:{digest.hexdigest()[:16]}"
-
-
-PRECISIONS = ("fp32", "int8")
 
 
 def _int8_layers(model) -> set[str]:
@@ -104,8 +114,8 @@ def quantize_int8(model) -> int:
 class Reranker:
     def __init__(self, name: str, max_length: int = 256, batch_size: int = 8, device: str = "cpu",
                  cache_pairs: int = 0, precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in RERANKER_PRECISIONS:
+            raise ValueError(f"precision must be one of {RERANKER_PRECISIONS}, got {precision!r}")
         self.name = name
         self.max_length = max_length
         # Pairs go longest first; small batches pad each to its own longest pair.
@@ -127,16 +137,9 @@ class Reranker:
         return self._thread.run(self._model.get)
 
     def _load(self):
-        from sentence_transformers import CrossEncoder
-
-        where = resolve_reranker_path(self.name)
+        where = resolve_reranker_path(self.name)  # outside the try: a missing shipped model names its own fix
         try:
-            # str(), not Path: some sentence-transformers versions mis-detect a Path as a hub id.
-            import torch
-
-            # fp32 even when weights are stored in fp16: CPU half-precision is slow and saturates scores.
-            model = CrossEncoder(str(where), num_labels=1, max_length=self.max_length, device=self.device,
-                                 trust_remote_code=_only_known_modules(where), model_kwargs={"dtype": torch.float32})
+            model = load_cross_encoder(where, self.max_length, self.device)
         except Exception as e:
             raise ModelLoadError.from_failure(
                 "reranker", self.name, where, e, "Set config key 'reranker' (or --reranker) to 'shipped', a local "

@@ -82,15 +82,10 @@ def has_lexical_term(ce) -> bool:
 def load_initial_model(settings: TrainSettings, idf=None):
     """An existing reranker to continue from; a segment-cosine one gains the exact-match term if it
     lacks it (its other weights are kept, so `steps=0` is a pure add-and-tune)."""
-    import torch
-    from sentence_transformers import CrossEncoder
-
     from chatbot.cross_encoder import add_lexical_term
-    from chatbot.rerank import _only_known_modules, resolve_reranker_path
+    from chatbot.rerank import load_cross_encoder
 
-    where = resolve_reranker_path(settings.init)
-    ce = CrossEncoder(str(where), num_labels=1, max_length=settings.max_length, device="cpu",
-                      trust_remote_code=_only_known_modules(where), model_kwargs={"dtype": torch.float32})
+    ce = load_cross_encoder(settings.init, settings.max_length)
     if settings.lexical and is_segment_cosine(ce) and not ce[1].has_lexical_term:
         if idf is None:
             raise ValueError("adding the exact-match term needs the word-piece IDF of the training corpora")
