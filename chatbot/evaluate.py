@@ -76,7 +76,7 @@ def run_queries(pipeline: Pipeline, queries: Sequence[LabelledQuery], batch_size
                 "fused": _dedupe(document_id(c.chunk.doc_path) for c in ev.retrieval.pool),
                 "reranked": _dedupe(document_id(c.chunk.doc_path) for c in ranked),
             }
-            read = [c for c in ranked if c.rerank_logit is not None]  # pairs the cross-encoder scored
+            read = ev.gate.scored  # the pairs the cross-encoder scored
             labels = tuple(int(q.answerable and q.relevant.get(document_id(c.chunk.doc_path), 0) > 0) for c in read)
             outcomes.append(QueryOutcome(
                 query=q, rankings=rankings, pool_size=len(ranked),

@@ -236,4 +236,4 @@ class Pipeline:
 
     def _refusal(self, gate, reason: str) -> Refusal:
         best = gate.ranked[0].p_relevant if gate.ranked else None
-        return Refusal(reason=reason, floor=gate.floor, best_p_relevant=best, near_misses=tuple(c for c in gate.ranked if c.p_relevant is not None)[:NEAR_MISSES])
+        return Refusal(reason=reason, floor=gate.floor, best_p_relevant=best, near_misses=gate.scored[:NEAR_MISSES])

@@ -102,7 +102,7 @@ def floor_markdown(gate: GateResult, asked: str, standalone: str) -> str:
     lines = [f"**Searched:** {html.escape(standalone)}"]
     if standalone != asked:
         lines.append(f"*(rewritten from the follow-up: “{html.escape(asked)}”)*")
-    read = sum(c.p_relevant is not None for c in gate.ranked)
+    read = len(gate.scored)
     reranked = f" · reranked the fused top {read}" if read < len(gate.ranked) else ""
     lines.append(f"**Floor:** p_relevant ≥ {gate.floor:.4f} · **kept** {kept} of {len(gate.ranked)} "
                  f"(top-n {gate.top_n}){reranked}")
@@ -125,7 +125,7 @@ def score_chart(gate: GateResult):
     fig = Figure(figsize=(5.2, 2.4), dpi=100)
     ax = fig.subplots()
     colours = {"kept": "#2e7d32", "below_floor": "#9e9e9e", "cut_by_top_n": "#f9a825"}
-    read = [c for c in gate.ranked if c.p_relevant is not None]  # the unread tail has no probability to draw
+    read = gate.scored  # the unread tail has no probability to draw
     values = [max(c.p_relevant, 1e-6) for c in read]
     statuses = [gate.status(c.chunk.id) for c in read]
     ax.bar(range(1, len(values) + 1), values, color=[colours[s] for s in statuses])

@@ -66,6 +66,11 @@ class GateResult:
     ranked: tuple[Candidate, ...]  # the whole pool: best p_relevant first, then any the reranker did not read
     kept: tuple[Candidate, ...]
 
+    @property
+    def scored(self) -> tuple[Candidate, ...]:
+        """The candidates the reranker read, best p_relevant first: `ranked` without the unread tail."""
+        return tuple(c for c in self.ranked if c.p_relevant is not None)
+
     def status(self, chunk_id: str) -> CandidateStatus:
         if any(c.chunk.id == chunk_id for c in self.kept):
             return "kept"
