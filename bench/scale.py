@@ -291,11 +291,13 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
     out["vector_index"] = has_vector_index
     out["rows"] = table.count_rows()  # as measured: the real table grows if the corpus changed since its build
 
+    out["ours_reranker"] = f"{cfg.reranker_precision}, top {cfg.rerank_depth} of pool {POOL}"
+
     # Peer A: LanceDB hybrid search + CrossEncoderReranker with the same (shipped) cross-encoder.
     peer_model_note = ("shipped reranker folder loaded by lancedb CrossEncoderReranker (trust_remote_code=True, "
                        "num_labels=1 needed: without it predict returns shape (n, 1) and lancedb fails with "
                        "'ArrowInvalid: only handle 1-dimensional arrays'; fp32, every pair of its pool; "
-                       f"ours: {cfg.reranker_precision}, the top {cfg.rerank_depth} of a pool of {POOL})")
+                       f"ours: {out['ours_reranker']})")
     try:
         ce_reranker = CrossEncoderReranker(model_name=str(SHIPPED_RERANKER_DIR), column="search_text",
                                            trust_remote_code=True, max_length=cfg.reranker_max_length,
@@ -310,7 +312,6 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
                                            model_kwargs={"dtype": torch.float32})
         ce_reranker.model.predict([("warm up", "warm up")])
     out["peer_cross_encoder"] = peer_model_note
-    out["ours_reranker"] = f"{cfg.reranker_precision}, top {cfg.rerank_depth} of pool {POOL}"
     out["retrieval_only"] = retrieval_only
 
     def peer_hybrid(question: str):
@@ -480,8 +481,8 @@ def markdown(results: dict) -> str:
             ("BM25 lancedb FTS", lambda r: r["stages"].get("bm25_lancedb_fts")),
             ("fusion + fetch, rank_bm25 backend", lambda r: r["stages"].get("fusion_rank_bm25")),
             ("fusion + fetch, lancedb backend", lambda r: r["stages"].get("fusion_lancedb_fts"))]
+    rerank = next((sizes[c]["ours_reranker"] for c in cols if "ours_reranker" in sizes[c]), "pool 30")
     for backend in ("ours_rank_bm25", "ours_lancedb_fts"):
-        rerank = next((sizes[c]["ours_reranker"] for c in cols if "ours_reranker" in sizes[c]), "pool 30")
         for st, label in (("retrieve_ms", "retrieval total"), ("rerank_ms", f"rerank (shipped, {rerank})"),
                           ("gate_ms", "gate")):
             rows.append((f"{label}, {backend}", lambda r, b=backend, s=st: r["ours_stages"][b].get(s)))
