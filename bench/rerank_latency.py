@@ -1,5 +1,5 @@
-"""Reranker latency side by side: the shipped cross-encoder (fp32, int8, and at the product's
-rerank depth) vs the full 6-layer models it is cut from, scoring one pool of 30 passages of about
+"""Reranker latency side by side: the shipped cross-encoder (fp32, int8, one thread team or two
+workers, and at the product's rerank depth) vs the full 6-layer models it is cut from, scoring one pool of 30 passages of about
 200 tokens, on this machine's cores.
 
 Timings on a shared machine are noisy, so each model is timed in alternation, round after
@@ -47,9 +47,11 @@ def main(rounds: int = 7) -> None:
     question = "How much can I spend per night on a hotel when visiting a customer?"
     pool = passages()
     pairs = [(question, p) for p in pool]
-    # The product's own Reranker (longest pairs first, its own batching, its own thread; score cache off).
-    fp32_16 = Reranker("shipped", max_length=256, batch_size=16)
-    fp32, int8 = Reranker("shipped", max_length=256), Reranker("shipped", max_length=256, precision="int8")
+    # The product's own Reranker (longest pairs first, its own batching and threads; score cache off).
+    fp32_16 = Reranker("shipped", max_length=256, batch_size=16, workers=1)
+    fp32_1, fp32 = Reranker("shipped", max_length=256, workers=1), Reranker("shipped", max_length=256)
+    int8_1 = Reranker("shipped", max_length=256, precision="int8", workers=1)
+    int8 = Reranker("shipped", max_length=256, precision="int8")
     six_seg = build_segment_cosine_cross_encoder(base, None, 256)
     six_cls = CrossEncoder(base, num_labels=1, max_length=256, device="cpu")
 
@@ -58,10 +60,12 @@ def main(rounds: int = 7) -> None:
                                      show_progress_bar=False)
 
     models = {
-        "shipped, fp32, batches of 16 (the product before int8)": lambda: fp32_16.logits(question, pool),
-        f"shipped, fp32, batches of {fp32.batch_size}": lambda: fp32.logits(question, pool),
-        f"shipped, int8, batches of {int8.batch_size}": lambda: int8.logits(question, pool),
-        f"shipped, int8, rerank_depth {depth} of the pool (the product's defaults)":
+        "shipped, fp32, batches of 16, one thread team (the product before int8)": lambda: fp32_16.logits(question, pool),
+        "shipped, fp32, batches of 8, one thread team": lambda: fp32_1.logits(question, pool),
+        "shipped, fp32, batches of 4, two workers": lambda: fp32.logits(question, pool),
+        "shipped, int8, batches of 8, one thread team": lambda: int8_1.logits(question, pool),
+        "shipped, int8, batches of 4, two workers": lambda: int8.logits(question, pool),
+        f"shipped, int8, two workers, rerank_depth {depth} of the pool (the product's defaults)":
             lambda: int8.logits(question, pool[:depth]),
         "6-layer segment-cosine (same head, full depth), fp32": predict(six_seg),
         "6-layer classification CrossEncoder (ms-marco-MiniLM-L6 shape), fp32": predict(six_cls),

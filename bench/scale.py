@@ -237,6 +237,7 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
             retrieval_only: bool = False) -> dict:
     """`retrieval_only`: the stage-by-stage retrieval pass only (no reranking, no peers), for when
     the whole comparison does not fit the time; the models are still loaded for the RSS figure."""
+    load_at_start = round(os.getloadavg()[0], 2)
     import dataclasses
 
     import lancedb
@@ -291,7 +292,9 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
     out["vector_index"] = has_vector_index
     out["rows"] = table.count_rows()  # as measured: the real table grows if the corpus changed since its build
 
-    out["ours_reranker"] = f"{cfg.reranker_precision}, top {cfg.rerank_depth} of pool {POOL}"
+    team = ours_fts.reranker._team.get()
+    out["ours_reranker"] = (f"{cfg.reranker_precision}, top {cfg.rerank_depth} of pool {POOL}, "
+                            f"{team.count} worker(s)")
 
     # Peer A: LanceDB hybrid search + CrossEncoderReranker with the same (shipped) cross-encoder.
     peer_model_note = ("shipped reranker folder loaded by lancedb CrossEncoderReranker (trust_remote_code=True, "
@@ -372,7 +375,10 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
         bm_ids = [snap_chunks[i].id for i in top if sc[i] > 0]
         s["bm25_rank_bm25"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        fts = ours_fts.store.full_text_search(question, POOL)
+        nearest = ours_fts.store.nearest_chunks(qv, POOL)  # the lancedb backend's vector search: rows and all
+        s["vector_search_rows"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fts = ours_fts.store.full_text_chunks(question, POOL)
         s["bm25_lancedb_fts"] = time.perf_counter() - t0
         vec_ids = [i for i, _ in vec]
         row_of = index.row_of
@@ -384,9 +390,15 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
         t0 = time.perf_counter()
         retr_mem._pool(question, vec_ids, bm_ids, fetch, lambda c: float(sc[row_of[c]]), qv)
         s["fusion_rank_bm25"] = time.perf_counter() - t0
-        fts_score = dict(fts)
+        found = {c.id: (c, v) for c, v, _ in nearest + fts}
+        fts_score = {c.id: score for c, _, score in fts}
+
+        def fetch_found(ids):
+            return [found[c][0] for c in ids], np.asarray([found[c][1] for c in ids], dtype=np.float32)
+
         t0 = time.perf_counter()
-        retr_fts._pool(question, vec_ids, [i for i, _ in fts], ours_fts.store.chunks_by_id, lambda c: fts_score.get(c, 0.0), qv)
+        retr_fts._pool(question, [c.id for c, _, _ in nearest], [c.id for c, _, _ in fts], fetch_found,
+                       lambda c: fts_score.get(c, 0.0), qv)
         s["fusion_lancedb_fts"] = time.perf_counter() - t0
         return s
 
@@ -434,6 +446,7 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
         out["ndcg@10"] = {k: round(statistics.mean(v), 4) for k, v in ndcg.items()}
     out["rss_mb"]["process_peak_all_systems"] = round(peak_rss_mb(), 1)
     out["torch_threads"] = torch.get_num_threads()
+    out["load_avg_1m_at_start"] = load_at_start
     return out
 
 
@@ -443,8 +456,8 @@ def ratio(a: float, b: float) -> str:
 
 
 def write_report(cache: Path, sizes: list[str], extra: dict) -> dict:
-    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                           "note": "shared machine: another job trains a model on one of the 2 cores; run under nice -n 5"},
+    # Each size's own record says how busy the machine was when it was measured (load_avg_1m_at_start).
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                **extra, "sizes": {}}
     ingest_path = cache / "ingest.json"
     if ingest_path.is_file():
@@ -475,12 +488,13 @@ def markdown(results: dict) -> str:
         return f"{d['p50_ms']:.1f} / {d['p95_ms']:.1f}" if d else "-"
 
     rows = [("query embedding", lambda r: r["stages"].get("embed_query")),
-            ("vector search (store, ANN index at 100k+)", lambda r: r["stages"].get("vector_search")),
+            ("vector search (store, ANN index at 100k+), ids", lambda r: r["stages"].get("vector_search")),
+            ("vector search with the rows (lancedb backend)", lambda r: r["stages"].get("vector_search_rows")),
             ("vector search, flat (index bypassed)", lambda r: r["stages"].get("vector_search_flat")),
             ("BM25 rank_bm25 (in memory)", lambda r: r["stages"].get("bm25_rank_bm25")),
-            ("BM25 lancedb FTS", lambda r: r["stages"].get("bm25_lancedb_fts")),
+            ("BM25 lancedb FTS, with the rows", lambda r: r["stages"].get("bm25_lancedb_fts")),
             ("fusion + fetch, rank_bm25 backend", lambda r: r["stages"].get("fusion_rank_bm25")),
-            ("fusion + fetch, lancedb backend", lambda r: r["stages"].get("fusion_lancedb_fts"))]
+            ("fusion, lancedb backend (rows came with the searches)", lambda r: r["stages"].get("fusion_lancedb_fts"))]
     rerank = next((sizes[c]["ours_reranker"] for c in cols if "ours_reranker" in sizes[c]), "pool 30")
     for backend in ("ours_rank_bm25", "ours_lancedb_fts"):
         for st, label in (("retrieve_ms", "retrieval total"), ("rerank_ms", f"rerank (shipped, {rerank})"),

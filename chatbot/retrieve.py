@@ -162,12 +162,17 @@ class HybridRetriever:
 
     def _retrieve_indexed(self, question: str, query_vector: np.ndarray) -> Retrieval:
         k = self.pool_size
-        vector_ids = [cid for cid, _ in self.store.vector_search(query_vector, k)]
-        bm25_hits = self.store.full_text_search(question, k) if bm25_tokens(question) else []
-        bm25_ids = [cid for cid, _ in bm25_hits]
-        bm25_score = dict(bm25_hits)
-        return self._pool(question, vector_ids, bm25_ids, self.store.chunks_by_id,
-                          lambda cid: bm25_score.get(cid, 0.0), query_vector)
+        nearest = self.store.nearest_chunks(query_vector, k)
+        matches = self.store.full_text_chunks(question, k) if bm25_tokens(question) else []
+        # Every pooled chunk is in one of the two lists, which carry their rows: no fetch by id.
+        found = {chunk.id: (chunk, vector) for chunk, vector, _ in nearest + matches}
+        bm25_score = {chunk.id: score for chunk, _, score in matches}
+
+        def fetch(ids: list[str]) -> tuple[list, np.ndarray]:
+            return [found[cid][0] for cid in ids], np.asarray([found[cid][1] for cid in ids], dtype=np.float32)
+
+        return self._pool(question, [chunk.id for chunk, _, _ in nearest], [chunk.id for chunk, _, _ in matches],
+                          fetch, lambda cid: bm25_score.get(cid, 0.0), query_vector)
 
     def _pool(self, question: str, vector_ids: list[str], bm25_ids: list[str], fetch, bm25_score_of,
               query_vector: np.ndarray) -> Retrieval:

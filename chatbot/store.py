@@ -58,6 +58,16 @@ def _row_to_chunk(row: Mapping) -> Chunk:
     )
 
 
+def _scored_rows(table: pa.Table, score_column: str) -> list[tuple[Chunk, np.ndarray, float]]:
+    """A search result's rows as (chunk, vector, the search's own score)."""
+    if not table.num_rows:
+        return []
+    vectors = np.asarray(table.column("vector").to_pylist(), dtype=np.float32)
+    scores = table.column(score_column).to_pylist()
+    rows = table.drop_columns(["vector"]).to_pylist()
+    return [(_row_to_chunk(row), vector, float(score)) for row, vector, score in zip(rows, vectors, scores)]
+
+
 @dataclass(frozen=True)
 class CorpusSnapshot:
     """Every chunk's text and vector at one table version, for BM25 and vector look-ups."""
@@ -204,31 +214,30 @@ class ChunkStore:
                              dtype=np.float32).reshape(len(rows), -1) if rows else np.zeros((0, 0), np.float32)
         return CorpusSnapshot(version, tuple(_row_to_chunk(r) for r in rows), vectors)
 
-    def chunks_by_id(self, ids: Sequence[str]) -> tuple[list[Chunk], np.ndarray]:
-        """Rows for the given ids (in that order, missing ones skipped) and their vectors."""
-        if self.table is None or not ids:
-            return [], np.zeros((0, 0), dtype=np.float32)
-        t = (self.table.search().where("id IN (" + ", ".join(sql_str(i) for i in ids) + ")")
-             .limit(len(ids)).to_arrow())
-        rows = {r["id"]: r for r in t.drop_columns(["vector"]).to_pylist()}
-        vec_of = dict(zip(t.column("id").to_pylist(), t.column("vector").to_pylist()))
-        present = [i for i in ids if i in rows]
-        vectors = np.asarray([vec_of[i] for i in present], dtype=np.float32)
-        return [_row_to_chunk(rows[i]) for i in present], vectors
-
     def full_text_search(self, query: str, limit: int) -> list[tuple[str, float]]:
         """(chunk id, BM25 score) from LanceDB's own full-text index, best first."""
         if self.table is None:
             return []
+        hits = self._full_text(query, limit, ["id", "_score"])
+        return list(zip(hits.column("id").to_pylist(), (float(x) for x in hits.column("_score").to_pylist())))
+
+    def full_text_chunks(self, query: str, limit: int) -> list[tuple[Chunk, np.ndarray, float]]:
+        """(chunk, its vector, BM25 score) from LanceDB's own full-text index, best first. The rows come
+        with the search: fetching them by id afterwards filters the whole table (15 ms at 100k chunks,
+        33 ms at 300k in bench/scale.py)."""
+        if self.table is None:
+            return []
+        return _scored_rows(self._full_text(query, limit, None), "_score")
+
+    def _full_text(self, query: str, limit: int, columns: list[str] | None) -> pa.Table:
+        search = self.table.search(query, query_type="fts", fts_columns="search_text")
         try:
-            hits = (self.table.search(query, query_type="fts", fts_columns="search_text")
-                    .select(["id", "_score"]).limit(limit).to_arrow())
+            return (search.select(columns) if columns else search).limit(limit).to_arrow()
         except Exception as e:
             if "index" in str(e).lower():
                 raise StoreError(f"table '{self.table_name}' has no full-text index: run `chatbot ingest` "
                                  "again, or set config key bm25_backend to 'rank_bm25'") from e
             raise
-        return list(zip(hits.column("id").to_pylist(), (float(x) for x in hits.column("_score").to_pylist())))
 
     def has_full_text_index(self) -> bool:
         if self.table is None:
@@ -254,13 +263,21 @@ class ChunkStore:
         """(chunk id, cosine distance) of the nearest chunks, nearest first."""
         if self.table is None:
             return []
+        hits = self._nearest(query_vector, limit).select(["id", "_distance"]).to_arrow()
+        return list(zip(hits.column("id").to_pylist(), (float(d) for d in hits.column("_distance").to_pylist())))
+
+    def nearest_chunks(self, query_vector: np.ndarray, limit: int) -> list[tuple[Chunk, np.ndarray, float]]:
+        """(chunk, its vector, cosine distance) of the nearest chunks, nearest first, rows and all."""
+        if self.table is None:
+            return []
+        return _scored_rows(self._nearest(query_vector, limit).to_arrow(), "_distance")
+
+    def _nearest(self, query_vector: np.ndarray, limit: int):
         # refine_factor: an IVF_PQ index ranks by compressed vectors, which blur near neighbours (recall@30
         # 0.73 at 100k chunks in bench/scale.py); re-scoring 5x the limit with the full vectors raised it to
         # 0.94 for under 2 ms. Without a vector index the search is exact and this does nothing.
-        hits = (self.table.search(np.asarray(query_vector, dtype=np.float32), vector_column_name="vector")
-                .metric("cosine").refine_factor(VECTOR_REFINE_FACTOR).select(["id", "_distance"]).limit(limit)
-                .to_arrow())
-        return list(zip(hits.column("id").to_pylist(), (float(d) for d in hits.column("_distance").to_pylist())))
+        return (self.table.search(np.asarray(query_vector, dtype=np.float32), vector_column_name="vector")
+                .metric("cosine").refine_factor(VECTOR_REFINE_FACTOR).limit(limit))
 
     # -- writes --------------------------------------------------------------
     def replace_documents(self, doc_paths: Sequence[str], chunks: Sequence[Chunk], vectors: np.ndarray) -> None:

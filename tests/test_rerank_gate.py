@@ -6,7 +6,7 @@ import pytest
 from chatbot.calibration import Calibration
 from chatbot.errors import CalibrationError, ModelLoadError
 from chatbot.gate import apply_gate
-from chatbot.rerank import Reranker
+from chatbot.rerank import Reranker, _length_batches
 from chatbot.types import Candidate, Chunk
 
 
@@ -26,6 +26,37 @@ def test_tiny_cross_encoder_gives_raw_logits_in_input_order(tiny_reranker_dir):
     # Raw logits, not probabilities: an explicit Identity activation each call.
     ranked = reranker.rerank("battery life?", [_cand(i) for i in range(3)])
     assert [c.rerank_logit for c in ranked] == sorted((c.rerank_logit for c in ranked), reverse=True)
+
+
+def test_pairs_are_batched_longest_first_in_even_shares_per_worker():
+    lengths = [5, 50, 20, 40, 10, 30, 60, 15, 25, 35, 45, 55, 1, 2, 3, 4, 6]
+    for workers in (1, 2, 3):
+        batches = _length_batches(lengths, most=4, workers=workers)
+        flat = [i for batch in batches for i in batch]
+        assert sorted(flat) == list(range(len(lengths)))
+        assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+        assert len(batches) % workers == 0 and max(map(len, batches)) <= 4
+        assert max(map(len, batches)) - min(map(len, batches)) <= 1
+    assert _length_batches([7], most=8, workers=2) == [[0]] and _length_batches([], most=8, workers=2) == []
+
+
+def test_two_workers_score_like_one_and_leave_torch_threads_as_they_were(tiny_reranker_dir):
+    import threading
+
+    import torch
+
+    before = torch.get_num_threads()
+    one, two = Reranker(str(tiny_reranker_dir), workers=1), Reranker(str(tiny_reranker_dir), workers=2)
+    passages = [f"passage {i} about " + "robots and batteries " * (i % 7) for i in range(21)]
+    np.testing.assert_allclose(two.logits("battery life?", passages), one.logits("battery life?", passages), atol=1e-5)
+    team = two._team.get()
+    assert team.count == 2
+    assert team.map(lambda _: torch.get_num_threads(), range(2)) == [max(1, before // 2)] * 2
+    seen = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert torch.get_num_threads() == before and seen == [before]  # a thread started later keeps the default
 
 
 def test_missing_reranker_path_names_the_fix(tmp_path):
@@ -173,34 +204,3 @@ def test_gate_never_keeps_what_the_reranker_did_not_read():
     assert [c.chunk.id for c in gate.ranked] == ["id1", "id0", "id2", "id3"]
     assert [gate.status(f"id{i}") for i in range(4)] == ["below_floor", "kept", "not_reranked", "not_reranked"]
     assert gate.ranked[2].p_relevant is None and gate.ranked[3].p_relevant is None
-
-
-def test_int8_keeps_the_feed_forward_output_in_fp32_and_ranks_like_fp32():
-    fp32, int8 = Reranker("shipped"), Reranker("shipped", precision="int8")
-    linear = {n: type(m) for n, m in int8.model.named_modules() if type(m).__name__ == "Linear" and "encoder." in n}
-    quantized = {n for n, t in linear.items() if "quantized" in t.__module__}
-    ffn_out = {n for n in linear if n.endswith("output.dense") and "attention" not in n}
-    layers = int8.model[0].auto_model.config.num_hidden_layers
-    assert len(ffn_out) == layers and quantized == set(linear) - ffn_out and len(quantized) == 5 * layers
-    question = "How long does the H2 battery last on one charge?"
-    passages = ["Battery: the H2 runs for up to 10 hours on a full charge and recharges in 90 minutes.",
-                "Expense claims above 2,000 euros need the approval of a director.",
-                "The Rotterdam office is closed on public holidays.",
-                "Payload: a single H2 carries at most 600 kg."]
-    a, b = fp32.logits(question, passages), int8.logits(question, passages)
-    assert np.argmax(a) == np.argmax(b) == 0
-    assert np.abs(a - b).max() < 1.5  # the held-out pools moved 0.39 on average
-    with pytest.raises(ValueError, match="precision"):
-        Reranker("shipped", precision="fp16")
-
-
-def test_int8_also_serves_a_classification_cross_encoder(tiny_reranker_dir):
-    """The hub models' shape (BertForSequenceClassification, like ms-marco-MiniLM): the encoder is
-    quantized the same way, the classifier on top stays fp32."""
-    fp32, int8 = Reranker(str(tiny_reranker_dir)), Reranker(str(tiny_reranker_dir), precision="int8")
-    kinds = {n: type(m).__module__ for n, m in int8.model.named_modules() if type(m).__name__ == "Linear"}
-    assert sum("quantized" in k for n, k in kinds.items() if "encoder." in n) == 5  # one layer
-    assert all("quantized" not in k for n, k in kinds.items() if "encoder." not in n)  # classifier, pooler
-    passages = ["the H2 battery lasts ten hours", "parking is free", "the office opens at nine", "robots " * 40]
-    a, b = fp32.logits("battery life?", passages), int8.logits("battery life?", passages)
-    np.testing.assert_allclose(b, a, rtol=0.1)  # its untrained head scores near 0.01; int8 moves that by ~4%

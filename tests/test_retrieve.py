@@ -76,8 +76,21 @@ def test_lancedb_full_text_backend_finds_the_same_evidence(tmp_path, embedder):
     by_id = {c.chunk.id: c for c in in_memory.pool}
     for cand in indexed.pool:
         if cand.chunk.id in by_id:
+            assert cand.chunk == by_id[cand.chunk.id].chunk  # rows taken from the searches, not fetched
             assert cand.vector_distance == pytest.approx(by_id[cand.chunk.id].vector_distance, abs=1e-5)
         assert (cand.bm25_rank is None) == (cand.bm25_score == 0.0)
+
+    # The searches that bring their rows agree with the id-only ones and with the stored vectors.
+    snapshot = store.snapshot()
+    stored = {c.id: (c, v) for c, v in zip(snapshot.chunks, snapshot.vectors)}
+    query_vector = embedder.embed_query(question)
+    nearest = store.nearest_chunks(query_vector, 5)
+    assert [(c.id, pytest.approx(d, abs=1e-6)) for c, _, d in nearest] == store.vector_search(query_vector, 5)
+    matches = store.full_text_chunks(question, 5)
+    assert [(c.id, pytest.approx(b, abs=1e-6)) for c, _, b in matches] == store.full_text_search(question, 5)
+    for chunk, vector, _ in nearest + matches:
+        assert chunk == stored[chunk.id][0]
+        np.testing.assert_array_equal(vector, stored[chunk.id][1])
 
 
 def test_auto_backend_switches_to_the_full_text_index_for_large_tables(tmp_path, embedder, monkeypatch):
