@@ -105,6 +105,8 @@ class Reranker:
                  cache_pairs: int = 0, precision: str = "fp32", workers: int | None = None):
         if precision not in RERANKER_PRECISIONS:
             raise ValueError(f"precision must be one of {RERANKER_PRECISIONS}, got {precision!r}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.name = name
         self.max_length = max_length
         # Pairs go longest first; small batches pad each to its own longest pair. At most this many

@@ -57,6 +57,8 @@ def test_two_workers_score_like_one_and_leave_torch_threads_as_they_were(tiny_re
     later.start()
     later.join()
     assert torch.get_num_threads() == before and seen == [before]  # a thread started later keeps the default
+    with pytest.raises(ValueError, match="workers"):
+        Reranker(str(tiny_reranker_dir), workers=0)
 
 
 def test_missing_reranker_path_names_the_fix(tmp_path):
