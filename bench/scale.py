@@ -390,15 +390,8 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
         t0 = time.perf_counter()
         retr_mem._pool(question, vec_ids, bm_ids, fetch, lambda c: float(sc[row_of[c]]), qv)
         s["fusion_rank_bm25"] = time.perf_counter() - t0
-        found = {c.id: (c, v) for c, v, _ in nearest + fts}
-        fts_score = {c.id: score for c, _, score in fts}
-
-        def fetch_found(ids):
-            return [found[c][0] for c in ids], np.asarray([found[c][1] for c in ids], dtype=np.float32)
-
         t0 = time.perf_counter()
-        retr_fts._pool(question, [c.id for c, _, _ in nearest], [c.id for c, _, _ in fts], fetch_found,
-                       lambda c: fts_score.get(c, 0.0), qv)
+        retr_fts.fuse_rows(question, nearest, fts, qv)
         s["fusion_lancedb_fts"] = time.perf_counter() - t0
         return s
 

@@ -56,6 +56,7 @@ class OutlierSplitLinear(torch.nn.Module):
         self.register_buffer("outlier_weight", weight[:, self.outliers].clone())
         self.inliers = torch.nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
         inlier_weight = weight.clone()
+        # Their input is zeroed anyway; zeroed weights also leave the int8 weight scale to the rest.
         inlier_weight[:, self.outliers] = 0
         self.inliers.weight = torch.nn.Parameter(inlier_weight, requires_grad=False)
         if linear.bias is not None:

@@ -17,7 +17,7 @@ from rank_bm25 import BM25Okapi
 
 from chatbot.embed import Embedder
 from chatbot.store import ChunkStore, CorpusSnapshot
-from chatbot.types import Candidate
+from chatbot.types import Candidate, Chunk
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # A short English stop list: BM25's idf already discounts common words; these add only noise.
@@ -164,7 +164,13 @@ class HybridRetriever:
         k = self.pool_size
         nearest = self.store.nearest_chunks(query_vector, k)
         matches = self.store.full_text_chunks(question, k) if bm25_tokens(question) else []
-        # Every pooled chunk is in one of the two lists, which carry their rows: no fetch by id.
+        return self.fuse_rows(question, nearest, matches, query_vector)
+
+    def fuse_rows(self, question: str, nearest: list[tuple[Chunk, np.ndarray, float]],
+                  matches: list[tuple[Chunk, np.ndarray, float]], query_vector: np.ndarray) -> Retrieval:
+        """The pool from the store's two searches that bring their rows: `nearest` (chunk, vector, cosine
+        distance) and `matches` (chunk, vector, BM25 score). Every pooled chunk is in one of the two
+        lists, so nothing is fetched by id."""
         found = {chunk.id: (chunk, vector) for chunk, vector, _ in nearest + matches}
         bm25_score = {chunk.id: score for chunk, _, score in matches}
 
