@@ -324,8 +324,11 @@ def _trace_questions(config: Config):
 
 
 def _split_key(query) -> str:
-    """Questions about the same passage stay on one side of a train/validation split."""
-    return min(query.relevant) if query.relevant else query.id
+    """Questions about the same passage stay on one side of a train/validation split, unanswerable
+    ones included: an unanswerable question trained on must not share its passage with a held-out one."""
+    if query.relevant:
+        return min(query.relevant)
+    return query.written_from or query.id
 
 
 def _is_validation(key: str, fraction: float) -> bool:
@@ -371,7 +374,7 @@ def cmd_train_reranker(args) -> int:
                 first_chunk[doc] = c
         queries = _sample(list(dataset.queries), args.limit)
         vectors = pipeline.embedder.embed_documents([q.text for q in queries])
-        n_train = n_val = 0
+        n_train = n_val = n_unanswerable = 0
         for q, vec in tqdm(list(zip(queries, vectors)), desc=f"mine pools {dataset.name}", unit="q", file=sys.stderr,
                            mininterval=2):
             pool = pipeline.retriever.retrieve(q.text, vec).pool
@@ -390,7 +393,18 @@ def cmd_train_reranker(args) -> int:
                 if positives and negatives:
                     examples.append(TrainingExample(q.text, tuple(positives), tuple(negatives)))
                     n_train += 1
-        print(f"{dataset.name}: {n_train} training questions, {n_val} validation questions", file=sys.stderr)
+            elif not args.no_unanswerable:
+                # Its own passage leads the group: written to look answered by it, the hardest negative.
+                own = [c.chunk.context_text for c in pool if document_id(c.chunk.doc_path) == q.written_from]
+                if not own and q.written_from in first_chunk:
+                    own = [first_chunk[q.written_from].context_text]
+                negatives = own + [c.chunk.context_text for c in pool if c.chunk.context_text not in own]
+                if negatives:
+                    examples.append(TrainingExample(q.text, (), tuple(negatives)))
+                    n_train += 1
+                    n_unanswerable += 1
+        print(f"{dataset.name}: {n_train} training questions ({n_unanswerable} unanswerable), "
+              f"{n_val} validation questions", file=sys.stderr)
 
     idf = None
     if settings.lexical:
@@ -496,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="qrels split (default: the first qrels/*.tsv)")
     p.add_argument("--validation-fraction", type=float, default=0.2, help="questions held out (by passage)")
     p.add_argument("--head", default="segment-cosine", choices=["segment-cosine", "classification"])
+    p.add_argument("--no-unanswerable", action="store_true",
+                   help="leave questions marked unanswerable out of training (they stay in the validation)")
     p.add_argument("--no-lexical", action="store_true",
                    help="segment-cosine head without the exact-match term (IDF-weighted shared word pieces)")
     p.add_argument("--init", help="continue from this reranker ('shipped', a folder or a hub id) instead of the base "

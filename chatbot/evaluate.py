@@ -30,6 +30,9 @@ class LabelledQuery:
     text: str
     relevant: dict[str, float] = field(default_factory=dict, hash=False)  # document id -> grade
     answerable: bool = True
+    # An unanswerable question's own passage: the one it was written against, which does not answer it
+    # (SQuAD 2.0's `source_paragraph` of an `is_impossible` question). Empty when the data does not say.
+    written_from: str = ""
 
 
 @dataclass(frozen=True)

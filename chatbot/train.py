@@ -2,9 +2,13 @@
 
 Each training group is one question, one relevant passage and G-1 irrelevant passages mined
 from the project's own hybrid retrieval pool (the mistakes the reranker must fix). The
-loss is softmax cross-entropy with the relevant passage as the target. Questions with no
-answer in the corpus are NOT in the ranking loss: "the most relevant-looking passage" is
-what ranking must learn, and answerability is judged later, on calibrated scores.
+loss is softmax cross-entropy with the relevant passage as the target.
+
+Questions the data marks unanswerable (SQuAD 2.0's `is_impossible`) train too, as groups of G
+passages that all fail to answer them, led by the passage they were written against. Their target
+is a learned "no answer" slot: one scalar logit that joins every group's softmax. So an answerable
+question's passage must outscore it and an unanswerable question's best passage must not, which
+asks the logit itself to say whether a passage answers, not only which passage answers best.
 
 The default model is a segment-cosine cross-encoder (see `chatbot.cross_encoder`) cut to a
 few layers of the packaged all-MiniLM-L6-v2: it starts from a working scoring function,
@@ -29,8 +33,12 @@ from chatbot import metrics
 @dataclass(frozen=True)
 class TrainingExample:
     question: str
-    positives: tuple[str, ...]  # passages (as the reranker sees them) that answer the question
+    positives: tuple[str, ...]  # passages (as the reranker sees them) that answer it; empty: unanswerable
     negatives: tuple[str, ...]  # hard negatives, best-looking first (the retrieval pool's order)
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.positives)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class TrainSettings:
     lexical: bool = True  # segment-cosine only: add the exact-match term (IDF from the training corpora)
     lexical_weight: float = 8.0  # its starting weight; re-tuned on half the validation split after training
     init: str = ""  # start from this reranker ("shipped", a folder, a hub id) instead of `base`
+    null_lr: float = 1e-2  # the "no answer" slot's step size: it must travel the logits' own scale
 
 
 def base_tokenizer(settings: TrainSettings):
@@ -129,7 +138,9 @@ def _scores(ce, features):
 
 
 def _sample_group(example: TrainingExample, settings: TrainSettings, rng: random.Random) -> list[str]:
-    k = settings.group_size - 1
+    """The positive first, then hard and random negatives; an unanswerable question's group is all
+    negatives (`group_size` of them), hardest first."""
+    k = settings.group_size - (1 if example.answerable else 0)
     n_hard = min(len(example.negatives), int(round(k * settings.hard_fraction)))
     hard = list(example.negatives[:n_hard])
     rest_pool = list(example.negatives[n_hard:])
@@ -137,7 +148,7 @@ def _sample_group(example: TrainingExample, settings: TrainSettings, rng: random
     negatives = (hard + rest)[:k]
     while len(negatives) < k:  # a thin pool: repeat negatives rather than shrink the group
         negatives.append(rng.choice(example.negatives))
-    return [rng.choice(example.positives)] + negatives
+    return ([rng.choice(example.positives)] if example.answerable else []) + negatives
 
 
 def _ranked(scores, relevant: Sequence[bool]) -> tuple[list[str], list[str], dict[str, float]]:
@@ -246,15 +257,28 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
     else:
         ce = build_model(settings, idf)
         state = None
+    # The "no answer" slot exists only when some questions have no answer; it starts unset and takes
+    # the first batch's mean logit, since the logits' scale depends on the model being trained.
+    null_logit, null_ready = None, False
+    if any(not e.answerable for e in examples):
+        saved = state.get("null_logit") if state is not None else None
+        null_logit = torch.nn.Parameter(torch.tensor(0.0 if saved is None else float(saved)))
+        null_ready = saved is not None
     head_params = list(ce[1].parameters()) if is_segment_cosine(ce) else [
         p for n, p in ce.named_parameters() if "classifier" in n or "pooler" in n]
     head_ids = {id(p) for p in head_params}
     body_params = [p for p in ce.parameters() if id(p) not in head_ids]
-    optimizer = torch.optim.AdamW([{"params": body_params, "lr": settings.lr},
-                                   {"params": head_params, "lr": settings.head_lr}], weight_decay=0.01)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+    groups = [{"params": body_params, "lr": settings.lr}, {"params": head_params, "lr": settings.head_lr}]
     base_lrs = [settings.lr, settings.head_lr]
+    if null_logit is not None:
+        groups.append({"params": [null_logit], "lr": settings.null_lr, "weight_decay": 0.0})
+        base_lrs.append(settings.null_lr)
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
+    if state is not None:
+        if len(state["optimizer"]["param_groups"]) != len(groups):
+            raise ValueError("the checkpoint was trained with" + (" out" if null_logit is not None else "")
+                             + " unanswerable questions and this run is not: resume with the same data and options")
+        optimizer.load_state_dict(state["optimizer"])
     tokenizer = ce.tokenizer
     order: list[int] = state["order"] if state is not None else []
 
@@ -262,8 +286,8 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
         checkpoint.mkdir(parents=True, exist_ok=True)
         ce.save_pretrained(str(checkpoint))
         torch.save({"step": step, "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
-                    "optimizer": optimizer.state_dict(), "order": order,
-                    "settings": asdict(settings)}, checkpoint / "state.pt")
+                    "optimizer": optimizer.state_dict(), "order": order, "settings": asdict(settings),
+                    "null_logit": null_logit.item() if null_ready else None}, checkpoint / "state.pt")
 
     ce.train()
     started = time.time()
@@ -272,7 +296,7 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
     while step < settings.steps:
         if settings.max_minutes and time.time() - started > settings.max_minutes * 60:
             break
-        texts_q, texts_p = [], []
+        texts_q, texts_p, targets = [], [], []
         for _ in range(settings.groups_per_step):
             if not order:
                 order = list(range(len(examples)))
@@ -281,10 +305,17 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
             group = _sample_group(example, settings, rng)
             texts_q += [example.question] * len(group)
             texts_p += group
+            targets.append(0 if example.answerable else settings.group_size)  # the positive, or the null slot
         features = tokenizer(texts_q, texts_p, truncation="only_second", max_length=settings.max_length,
                              padding=True, return_tensors="pt")
         scores = _scores(ce, features).view(settings.groups_per_step, settings.group_size)
-        loss = F.cross_entropy(scores, torch.zeros(settings.groups_per_step, dtype=torch.long))
+        if null_logit is not None:
+            if not null_ready:
+                with torch.no_grad():
+                    null_logit.fill_(scores.mean())
+                null_ready = True
+            scores = torch.cat([scores, null_logit.expand(settings.groups_per_step, 1)], dim=1)
+        loss = F.cross_entropy(scores, torch.tensor(targets, dtype=torch.long))
         warm = min(1.0, (step + 1) / settings.warmup_steps)
         decay = max(0.05, 1.0 - step / settings.steps)
         for group_, base in zip(optimizer.param_groups, base_lrs):
@@ -305,8 +336,9 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
     save_checkpoint(step)
     save_model(ce, out_dir, settings)
     summary = {"steps": step, "minutes": round((time.time() - started) / 60, 2), "final_loss_ema": loss_ema,
-               "chance_loss": math.log(settings.group_size), "settings": asdict(settings),
-               "examples": len(examples)}
+               "chance_loss": math.log(settings.group_size + (null_logit is not None)), "settings": asdict(settings),
+               "examples": len(examples), "unanswerable_examples": sum(not e.answerable for e in examples),
+               "null_logit": null_logit.item() if null_ready else None}
     return ce, summary
 
 

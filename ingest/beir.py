@@ -49,8 +49,8 @@ def _read_jsonl(path: Path) -> Iterable[dict]:
 def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: str = "is_impossible") -> BeirSet:
     """Queries with their relevant corpus ids. Relevance comes from qrels/<split>.tsv (the
     only or first tsv when `split` is None), or else from a `source_paragraph` field.
-    Queries whose `unanswerable_field` is true are kept as unanswerable; queries with
-    neither label are left out."""
+    Queries whose `unanswerable_field` is true are kept as unanswerable, with the passage they were
+    written against (`source_paragraph`) when given; queries with neither label are left out."""
     root = Path(folder)
     qrels: dict[str, dict[str, float]] = {}
     tsvs = sorted((root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
@@ -66,7 +66,8 @@ def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: 
     for row in _read_jsonl(root / "queries.jsonl"):
         qid, text = str(row["_id"]), row["text"]
         if row.get(unanswerable_field) is True:
-            queries.append(LabelledQuery(qid, text, {}, answerable=False))
+            queries.append(LabelledQuery(qid, text, {}, answerable=False,
+                                         written_from=str(row.get("source_paragraph") or "")))
         elif qid in qrels and any(g > 0 for g in qrels[qid].values()):
             queries.append(LabelledQuery(qid, text, qrels[qid]))
         elif row.get("source_paragraph"):

