@@ -337,6 +337,8 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
     save_model(ce, out_dir, settings)
     summary = {"steps": step, "minutes": round((time.time() - started) / 60, 2), "final_loss_ema": loss_ema,
                "chance_loss": math.log(settings.group_size + (null_logit is not None)), "settings": asdict(settings),
+               # the model's own depth: `settings.layers` only applies when building from the base, not with --init
+               "encoder_layers": ce.config.num_hidden_layers,
                "examples": len(examples), "unanswerable_examples": sum(not e.answerable for e in examples),
                "null_logit": null_logit.item() if null_ready else None}
     return ce, summary

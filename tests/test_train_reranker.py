@@ -99,7 +99,7 @@ def test_train_checkpoint_resume_and_load(beir_dir, tmp_path, capsys):
             "--threads", "1"]
     assert main(args) == 0
     report = json.loads((out / "training_report.json").read_text())
-    assert report["steps"] == 4 and report["settings"]["layers"] == 1
+    assert report["steps"] == 4 and report["settings"]["layers"] == 1 and report["encoder_layers"] == 1
     # The set's unanswerable questions train too (all but the held-out ones), against the null slot.
     assert 0 < report["unanswerable_examples"] < report["examples"] and report["null_logit"] is not None
     assert (out / "checkpoint" / "state.pt").is_file()
@@ -257,4 +257,6 @@ def test_init_from_an_existing_reranker_adds_and_tunes_the_exact_match_term(beir
         torch.testing.assert_close(a, b.float(), atol=1e-3, rtol=1e-3, msg=name)  # fp16 storage
     report = json.loads((out / "training_report.json").read_text())
     assert report["settings"]["init"] == str(start) and "lexical_tuning" in report
+    # The depth is the started-from model's; the unused `layers` setting (default 3) must not stand for it.
+    assert report["encoder_layers"] == 1 and report["settings"]["layers"] != 1
     assert model_fingerprint(str(out)).split(":")[1] != model_fingerprint(str(start)).split(":")[1]
