@@ -195,7 +195,7 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
     from tqdm import tqdm
 
     from chatbot.calibration import Calibration
-    from chatbot.evaluate import EXTRA_PREFIX, LabelledQuery, run_queries
+    from chatbot.evaluate import EXTRA_PREFIX, LabelledQuery, in_fraction, run_queries, split_key
     from chatbot.pipeline import Pipeline
     from ingest.beir import ingest_corpus, load_beir
     from ingest.run import ChunkingSettings
@@ -205,7 +205,7 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
 
     def keep(name: str, q) -> bool:
         # The same split as train-reranker's validation: measure only on questions it never trained on.
-        return not held_out or _is_validation(f"{name}:{_split_key(q)}", held_out)
+        return not held_out or in_fraction(split_key(name, q), held_out)
 
     queries = [q for q in dataset.queries if keep(dataset.name, q)]
     for extra in args.extra_unanswerable or []:
@@ -323,25 +323,13 @@ def _trace_questions(config: Config):
                                  "rated_traces": len(rated)}
 
 
-def _split_key(query) -> str:
-    """Questions about the same passage stay on one side of a train/validation split, unanswerable
-    ones included: an unanswerable question trained on must not share its passage with a held-out one."""
-    if query.relevant:
-        return min(query.relevant)
-    return query.written_from or query.id
-
-
-def _is_validation(key: str, fraction: float) -> bool:
-    return int(_stable_hash(key)[:8], 16) / 0xFFFFFFFF < fraction
-
-
 def cmd_train_reranker(args) -> int:
     import dataclasses
 
     from tqdm import tqdm
 
     from chatbot.calibration import Calibration
-    from chatbot.evaluate import document_id
+    from chatbot.evaluate import document_id, in_fraction, split_key
     from chatbot.pipeline import Pipeline
     from chatbot.train import (TrainingExample, TrainSettings, ValidationQuery, base_tokenizer, has_lexical_term,
                                save_model, train, tune_lexical_weight, validate, write_training_report)
@@ -379,11 +367,11 @@ def cmd_train_reranker(args) -> int:
                            mininterval=2):
             pool = pipeline.retriever.retrieve(q.text, vec).pool
             relevant = [q.relevant.get(document_id(c.chunk.doc_path), 0) > 0 for c in pool]
-            key = f"{dataset.name}:{_split_key(q)}"
-            if _is_validation(key, args.validation_fraction):
+            key = split_key(dataset.name, q)
+            if in_fraction(key, args.validation_fraction):
                 held_out = ValidationQuery(q.text, tuple(c.chunk.context_text for c in pool), tuple(relevant),
-                                           q.answerable)
-                (tuning if settings.lexical and _is_validation(f"tune:{key}", 0.5) else validation).append(held_out)
+                                           q.answerable, dataset.name)
+                (tuning if settings.lexical and in_fraction(f"tune:{key}", 0.5) else validation).append(held_out)
                 n_val += 1
             elif q.answerable:
                 positives = [c.chunk.context_text for c, r in zip(pool, relevant) if r]
@@ -439,8 +427,8 @@ def cmd_train_reranker(args) -> int:
         print(f"validation ({report['n_answerable']} answerable, {report['n_unanswerable']} unanswerable):")
         for name in ("ndcg@10", "hit@1", "hit@5"):
             print(f"  {name:<8} fused {report['fused'][name]:.3f}  reranked {report['reranked'][name]:.3f}")
-        if report["auroc_top_logit"] is not None:
-            print(f"  AUROC of the top logit, answerable vs not: {report['auroc_top_logit']:.3f}")
+        for name, auroc in report["auroc_top_logit"].items():
+            print(f"  AUROC of the top logit, {name} answerable vs unanswerable: {auroc:.3f}")
     return 0
 
 

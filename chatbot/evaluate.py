@@ -8,6 +8,7 @@ per-stage latency.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,20 @@ class QueryOutcome:
     timings_ms: dict[str, float]
     pair_cosines: tuple[float, ...]  # every reranked chunk's cosine similarity to the question
     pair_coverages: tuple[float, ...]  # every reranked chunk's term coverage of the question
+
+
+def split_key(dataset_name: str, query: LabelledQuery) -> str:
+    """What decides a question's side of a train/held-out split: its passage, so that questions about
+    one passage never straddle the split (unanswerable ones included: an unanswerable question trained
+    on must not share its passage with a held-out one)."""
+    if query.relevant:
+        return f"{dataset_name}:{min(query.relevant)}"
+    return f"{dataset_name}:{query.written_from or query.id}"
+
+
+def in_fraction(key: str, fraction: float) -> bool:
+    """A fixed, hash-decided `fraction` of all keys: the same on every machine and every run."""
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
 def document_id(doc_path: str) -> str:

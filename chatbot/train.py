@@ -47,6 +47,9 @@ class ValidationQuery:
     pool: tuple[str, ...]  # the fused pool, in fused order
     relevant: tuple[bool, ...]  # per pool entry
     answerable: bool = True
+    # AUROC compares answerable and unanswerable questions of one dataset only: across datasets it
+    # would measure how unlike the corpora are, not whether the answer is there.
+    dataset: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,19 +163,20 @@ def _ranked(scores, relevant: Sequence[bool]) -> tuple[list[str], list[str], dic
 
 
 def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size: int = 32) -> dict:
-    """nDCG@10 / hit@1 / hit@5 of the reranked pool against the fused order; AUROC of the top logit."""
+    """nDCG@10 / hit@1 / hit@5 of the reranked pool against the fused order; AUROC of the top logit,
+    answerable vs unanswerable, for each dataset that has both."""
     import torch
 
     fused = {"ndcg@10": [], "hit@1": [], "hit@5": []}
     reranked = {"ndcg@10": [], "hit@1": [], "hit@5": []}
-    top_pos, top_neg = [], []
+    tops: dict[str, tuple[list[float], list[float]]] = {}  # dataset -> (answerable, unanswerable) top logits
     for q in queries:
         if not q.pool:
             continue
         logits = ce.predict([(q.question, p) for p in q.pool], batch_size=batch_size,
                             activation_fn=torch.nn.Identity(), convert_to_numpy=True,
                             show_progress_bar=False).reshape(-1)
-        (top_pos if q.answerable else top_neg).append(float(logits.max()))
+        tops.setdefault(q.dataset, ([], []))[0 if q.answerable else 1].append(float(logits.max()))
         if not q.answerable:
             continue
         ids, order, rel = _ranked(logits, q.relevant)
@@ -180,10 +184,12 @@ def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size
             fn = metrics.ndcg_at if name.startswith("ndcg") else metrics.hit_at
             fused[name].append(fn(ids, rel, k))
             reranked[name].append(fn(order, rel, k))
-    report = {"n_answerable": len(top_pos), "n_unanswerable": len(top_neg),
+    report = {"n_answerable": sum(len(pos) for pos, _ in tops.values()),
+              "n_unanswerable": sum(len(neg) for _, neg in tops.values()),
               "fused": {k: float(np.mean(v)) if v else None for k, v in fused.items()},
               "reranked": {k: float(np.mean(v)) if v else None for k, v in reranked.items()}}
-    report["auroc_top_logit"] = metrics.auroc(top_pos, top_neg) if top_pos and top_neg else None
+    report["auroc_top_logit"] = {name: metrics.auroc(pos, neg) for name, (pos, neg) in sorted(tops.items())
+                                 if pos and neg}
     return report
 
 

@@ -33,7 +33,7 @@ def test_an_unanswerable_group_is_all_negatives_led_by_its_own_passage():
 
 
 def test_unanswerable_questions_keep_their_passage_and_split_with_it(tmp_path):
-    from chatbot.cli import _split_key
+    from chatbot.evaluate import split_key
     from ingest.beir import load_beir
 
     root = tmp_path / "set"
@@ -45,7 +45,7 @@ def test_unanswerable_questions_keep_their_passage_and_split_with_it(tmp_path):
         {"_id": "c", "text": "about nothing", "is_impossible": True}]))
     a, b, c = load_beir(root).queries
     assert not b.answerable and b.written_from == "p1" and c.written_from == ""
-    assert _split_key(a) == _split_key(b) == "p1" and _split_key(c) == "c"
+    assert split_key("s", a) == split_key("s", b) == "s:p1" and split_key("s", c) == "s:c"
 
 
 def _top_logit_auroc(ce, examples):
@@ -230,6 +230,25 @@ def test_tuning_picks_the_exact_match_weight_that_ranks_held_out_questions_best(
     assert report["lexical_weight"] > 0
     semantic, coverage = score_components(ce, queries[0].question, queries[0].pool, 64)
     assert coverage[2] == max(coverage)
+
+
+def test_validation_auroc_compares_answerable_and_unanswerable_within_each_dataset(tmp_path):
+    """A dataset without unanswerable questions gets no AUROC, and its answerable questions do not enter
+    another dataset's: pooled, an off-topic corpus's low scores would pass for a refusal signal."""
+    from chatbot.train import ValidationQuery, validate
+
+    ce, _ = _lexical_model(tmp_path)
+    answered = ("The robot lifts payloads of up to 600 kg.", "Parking is free for staff.")
+    near_miss = ("The robot lifts payloads.", "The office closes at six.")
+    elsewhere = ("Cats sleep most of the day.", "Rivers flow to the sea.")
+    queries = [ValidationQuery("What payload does the robot lift, in kg?", answered, (True, False), True, "robots"),
+               ValidationQuery("What colour is the robot's payload?", near_miss, (False, False), False, "robots"),
+               ValidationQuery("How many parking spaces are there?", elsewhere, (False, False), True, "other")]
+    tops = [float(ce.predict([(q.question, p) for p in q.pool]).max()) for q in queries]
+    assert tops[0] > tops[1] > tops[2]  # pooled, the "other" question would put AUROC at 0.5
+    report = validate(ce, queries, max_length=64)
+    assert report["auroc_top_logit"] == {"robots": 1.0}
+    assert report["n_answerable"] == 2 and report["n_unanswerable"] == 1
 
 
 def test_init_from_an_existing_reranker_adds_and_tunes_the_exact_match_term(beir_dir, tmp_path, capsys):
