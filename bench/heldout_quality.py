@@ -71,10 +71,7 @@ def build_pools(eval_dir: Path, db_uri: str, fraction: float) -> dict[str, list[
     return pools
 
 
-def ranking(scores, relevant) -> tuple[float, float]:
-    ids = [str(i) for i in range(len(relevant))]
-    grades = {str(i): 1.0 for i, r in enumerate(relevant) if r}
-    order = [ids[i] for i in np.argsort(-np.asarray(scores), kind="stable")]
+def ranking(order: list[str], grades: dict[str, float]) -> tuple[float, float]:
     return metrics.ndcg_at(order, grades, 10), metrics.hit_at(order, grades, 5)
 
 
@@ -92,6 +89,7 @@ def within_article_auroc(tops: list[float], rows: list[dict]) -> float:
 def measure(setting: str, pools: dict[str, list[dict]]) -> dict:
     from chatbot.config import Config
     from chatbot.rerank import Reranker
+    from chatbot.train import pool_rankings
 
     defaults = Config()
     name, precision, depth = (setting.split(":") + ["", ""])[:3]
@@ -107,8 +105,9 @@ def measure(setting: str, pools: dict[str, list[dict]]) -> dict:
             tops.append(float(logits.max()) if len(logits) else float("-inf"))
             if r["answerable"] and any(r["relevant"]) and r["report_half"]:
                 below = -1e9 - np.arange(len(r["pool"]) - len(logits))  # past the depth: fused order, below
-                reranked.append(ranking(np.concatenate([logits, below]), r["relevant"]))
-                fused.append(ranking(-np.arange(len(r["pool"])), r["relevant"]))
+                ids, order, grades = pool_rankings(np.concatenate([logits, below]), r["relevant"])
+                reranked.append(ranking(order, grades))
+                fused.append(ranking(ids, grades))
         out = {"report_half_questions": len(reranked),
                "fused": dict(zip(("ndcg@10", "hit@5"), np.mean(fused, 0).round(4).tolist())),
                "reranked": dict(zip(("ndcg@10", "hit@5"), np.mean(reranked, 0).round(4).tolist()))}

@@ -154,7 +154,7 @@ def _sample_group(example: TrainingExample, settings: TrainSettings, rng: random
     return ([rng.choice(example.positives)] if example.answerable else []) + negatives
 
 
-def _ranked(scores, relevant: Sequence[bool]) -> tuple[list[str], list[str], dict[str, float]]:
+def pool_rankings(scores, relevant: Sequence[bool]) -> tuple[list[str], list[str], dict[str, float]]:
     """A pool's positions as ids in pool (fused) order, the same ids best-scored first, and the
     relevant ones: what `metrics` ranks."""
     ids = [str(i) for i in range(len(relevant))]
@@ -179,7 +179,7 @@ def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size
         tops.setdefault(q.dataset, ([], []))[0 if q.answerable else 1].append(float(logits.max()))
         if not q.answerable:
             continue
-        ids, order, rel = _ranked(logits, q.relevant)
+        ids, order, rel = pool_rankings(logits, q.relevant)
         for name, k in (("ndcg@10", 10), ("hit@1", 1), ("hit@5", 5)):
             fn = metrics.ndcg_at if name.startswith("ndcg") else metrics.hit_at
             fused[name].append(fn(ids, rel, k))
@@ -227,7 +227,7 @@ def tune_lexical_weight(ce, queries: Sequence[ValidationQuery], max_length: int)
     for w in LEXICAL_WEIGHT_GRID:
         values = []
         for (semantic, coverage), relevant in scored:
-            _, order, rel = _ranked(semantic + w * coverage, relevant)
+            _, order, rel = pool_rankings(semantic + w * coverage, relevant)
             values.append(metrics.ndcg_at(order, rel, 10))
         by_weight[w] = float(np.mean(values))
     best = max(LEXICAL_WEIGHT_GRID, key=lambda w: (round(by_weight[w], 6), -abs(w - TrainSettings.lexical_weight)))
