@@ -8,7 +8,8 @@ then scores the same pools:
     (the tuning half chose the exact-match weight, so it is left out);
   * for SQuAD 2.0, AUROC of the top logit, answerable against `is_impossible` questions asked of their
     own corpus, over the whole held-out set and averaged within articles (an article's share of
-    unanswerable questions alone must not count as a signal).
+    unanswerable questions alone must not count as a signal); the same for the top semantic logit
+    (the logit without the exact-match term), for a reranker that has one.
 Pairs past a setting's depth keep their fused order below the reranked ones, as in the product.
 
     .venv/bin/python bench/heldout_quality.py shipped:int8:20 shipped:fp32:30 /path/to/6-layer:fp32:30
@@ -99,10 +100,13 @@ def measure(setting: str, pools: dict[str, list[dict]]) -> dict:
     result = {"reranker": name, "precision": precision, "depth": depth, "datasets": {}}
     started = time.perf_counter()
     for dataset, rows in pools.items():
-        tops, fused, reranked = [], [], []
+        tops, semantic_tops, fused, reranked = [], [], [], []
         for r in rows:
-            logits = reranker.logits(r["question"], r["pool"][:depth])
+            scores = reranker.scores(r["question"], r["pool"][:depth])
+            logits = scores[:, 0]
             tops.append(float(logits.max()) if len(logits) else float("-inf"))
+            # the refusal signal a calibration on the semantic part reads (NaN: the model has none)
+            semantic_tops.append(float(scores[:, 1].max()) if len(logits) else float("-inf"))
             if r["answerable"] and any(r["relevant"]) and r["report_half"]:
                 below = -1e9 - np.arange(len(r["pool"]) - len(logits))  # past the depth: fused order, below
                 ids, order, grades = pool_rankings(np.concatenate([logits, below]), r["relevant"])
@@ -116,6 +120,11 @@ def measure(setting: str, pools: dict[str, list[dict]]) -> dict:
         if neg:
             out.update(answerable=len(pos), unanswerable=len(neg), auroc_top_logit=round(metrics.auroc(pos, neg), 4),
                        auroc_within_article=round(within_article_auroc(tops, rows), 4))
+            if not np.isnan(semantic_tops).any():
+                pos = [t for t, r in zip(semantic_tops, rows) if r["answerable"]]
+                neg = [t for t, r in zip(semantic_tops, rows) if not r["answerable"]]
+                out.update(auroc_top_semantic_logit=round(metrics.auroc(pos, neg), 4),
+                           auroc_semantic_within_article=round(within_article_auroc(semantic_tops, rows), 4))
         result["datasets"][dataset] = out
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
@@ -123,7 +132,8 @@ def measure(setting: str, pools: dict[str, list[dict]]) -> dict:
 
 def markdown(results: list[dict]) -> str:
     lines = ["| reranker | precision | depth | SQuAD nDCG@10 / hit@5 | SciFact nDCG@10 / hit@5 | both, nDCG@10 "
-             "| SQuAD AUROC top logit (within article) |", "|---|---|---|---|---|---|---|"]
+             "| SQuAD AUROC top logit (within article) | top semantic logit (within article) |",
+             "|---|---|---|---|---|---|---|---|"]
     first = results[0]["datasets"]
     fused = {d: first[d]["fused"] for d in first}
     n = {d: first[d]["report_half_questions"] for d in first}
@@ -132,14 +142,16 @@ def markdown(results: list[dict]) -> str:
         return sum(per[d]["ndcg@10"] * n[d] for d in per) / sum(n.values())
 
     lines.append(f"| fused order (RRF) | - | - | {fused['squad2']['ndcg@10']:.3f} / {fused['squad2']['hit@5']:.3f} "
-                 f"| {fused['scifact']['ndcg@10']:.3f} / {fused['scifact']['hit@5']:.3f} | {both(fused):.3f} | - |")
+                 f"| {fused['scifact']['ndcg@10']:.3f} / {fused['scifact']['hit@5']:.3f} | {both(fused):.3f} | - | - |")
     for r in results:
         d = r["datasets"]
         per = {k: d[k]["reranked"] for k in d}
         lines.append(f"| {r['reranker']} | {r['precision']} | {r['depth']} "
                      f"| {per['squad2']['ndcg@10']:.3f} / {per['squad2']['hit@5']:.3f} "
                      f"| {per['scifact']['ndcg@10']:.3f} / {per['scifact']['hit@5']:.3f} | {both(per):.3f} "
-                     f"| {d['squad2']['auroc_top_logit']:.3f} ({d['squad2']['auroc_within_article']:.3f}) |")
+                     f"| {d['squad2']['auroc_top_logit']:.3f} ({d['squad2']['auroc_within_article']:.3f}) "
+                     + (f"| {d['squad2']['auroc_top_semantic_logit']:.3f} ({d['squad2']['auroc_semantic_within_article']:.3f}) |"
+                        if "auroc_top_semantic_logit" in d["squad2"] else "| - |"))
     return (f"Report half of the held-out split: {n['squad2']} SQuAD 2.0 and {n['scifact']} SciFact answerable "
             f"questions; AUROC over all {first['squad2']['answerable']} answerable and "
             f"{first['squad2']['unanswerable']} unanswerable held-out SQuAD questions.\n\n" + "\n".join(lines) + "\n")

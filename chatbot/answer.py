@@ -274,7 +274,7 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
         sentences = [(i, c.chunk.text.strip()) for i, c in enumerate(evidence)]
     vectors = embed([question] + [s for _, s in sentences])
     similarity = vectors[1:] @ vectors[0]
-    # Evidence the reranker trusts more gets a head start; within a chunk, semantic closeness decides.
+    # Evidence more likely relevant (p_relevant) gets a head start; within a chunk, semantic closeness decides.
     p = np.array([evidence[i].p_relevant or 0.0 for i, _ in sentences])
     score = similarity + 0.25 * p
     chosen = sorted(np.argsort(-score)[:max_sentences], key=lambda k: (sentences[k][0], k))

@@ -1,11 +1,22 @@
 """Fit the scores -> p_relevant mapping and choose the floor from labelled outcomes.
 
-Platt scaling and isotonic regression on `rerank_logit`, and a logistic regression on
-`rerank_logit`, `cosine_similarity` and `term_coverage`, are fitted on one part of the questions and
-compared by log loss on the other (split by question, never by pair, so one question's
-pairs do not leak across); the winner is refitted on all of them. The floor is then
-chosen on question-level decisions (a question is refused when its best p_relevant is
-below the floor) for a stated target.
+Candidate mappings: Platt scaling and isotonic regression on `rerank_logit`; a logistic regression
+on `rerank_logit`, `cosine_similarity` and `term_coverage`; and, for a reranker whose score has a
+separate semantic part, logistic regressions on `semantic_logit` (alone, and with
+`cosine_similarity`). Each is fitted on one part of the questions and judged on the other (split by
+question, never by pair, so one question's pairs do not leak across); the winner is refitted on all
+of them. When the judged part has unanswerable questions, the winner is the mapping whose best
+p_relevant per question separates answerable from unanswerable ones best (AUROC, to 0.01), since
+that is the decision the floor acts on; ties, and data without unanswerable questions, go to the
+lowest log loss over pairs. The semantic part matters here: an unanswerable question written from
+a passage repeats the passage's words, which is exactly what the exact-match term rewards.
+
+The floor is then chosen on question-level decisions (a question is refused when its best
+p_relevant is below the floor) for a stated target.
+
+The order of the evidence is fitted apart: a logistic regression on every feature there is, over
+the pairs of questions that have an answer, kept as the calibration's `ranking_weights` only when it
+puts the relevant chunk higher (MRR) than the reranker's own order on the held-out questions.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from chatbot import metrics
-from chatbot.calibration import FEATURES, Calibration
+from chatbot.calibration import Calibration
 from chatbot.errors import CalibrationError
 
 
@@ -72,10 +83,30 @@ class LabelledQuestion:
     pair_labels: tuple[int, ...]  # 1 relevant, 0 not, -1 unknown (used for the question's top score only)
     pair_cosines: tuple[float, ...]  # cosine similarity of the question to each pair's chunk
     pair_coverages: tuple[float, ...]  # share of the question's content words in each pair's chunk
+    # the reranker's semantic logit of each pair; empty, or None for a pair, when it has none
+    pair_semantic_logits: tuple[float | None, ...] = ()
+
+    @property
+    def has_semantic(self) -> bool:
+        return len(self.pair_semantic_logits) == len(self.pair_logits) and None not in self.pair_semantic_logits
+
+    def _features(self) -> dict:
+        return dict(cosine_similarity=self.pair_cosines, term_coverage=self.pair_coverages,
+                    semantic_logit=self.pair_semantic_logits if self.has_semantic else None)
 
     def p_relevant(self, calibration: Calibration) -> np.ndarray:
-        return calibration.p_relevant(self.pair_logits, cosine_similarity=self.pair_cosines,
-                                      term_coverage=self.pair_coverages)
+        return calibration.p_relevant(self.pair_logits, **self._features())
+
+    def reciprocal_rank(self, calibration: Calibration) -> float | None:
+        """1 / rank of the first relevant pair in the calibration's order (the reranker's, without a
+        ranking); None when no pair is known relevant."""
+        labels = np.asarray(self.pair_labels)
+        if not (labels == 1).any():
+            return None
+        ranking = calibration.ranking_score(self.pair_logits, **self._features())
+        scores = np.asarray(self.pair_logits if ranking is None else ranking, dtype=np.float64)
+        order = np.argsort(-scores, kind="stable")
+        return 1.0 / (1 + int(np.flatnonzero(labels[order] == 1)[0]))
 
 
 def _holdout(qid: str, fraction: float) -> bool:
@@ -98,47 +129,93 @@ def choose_floor(top_p: np.ndarray, answerable: np.ndarray, target_refusal_preci
     return min(best, 1.0)
 
 
-def _fit(method: str, logits: np.ndarray, cosines: np.ndarray, coverages: np.ndarray,
-         labels: np.ndarray) -> Calibration:
-    """An unfloored calibration of `method` fitted to these pairs."""
+# The candidate mappings: name -> the FEATURES a logistic regression reads (platt and isotonic read
+# rerank_logit alone). The "semantic" ones need every pair's semantic_logit.
+LOGISTIC_FEATURES = {
+    "logistic": ("rerank_logit", "cosine_similarity", "term_coverage"),
+    "semantic": ("semantic_logit",),
+    "semantic+cosine": ("semantic_logit", "cosine_similarity"),
+}
+METHODS_TRIED = ("platt", "isotonic", *LOGISTIC_FEATURES)
+
+
+def _fit(method: str, pairs: dict[str, np.ndarray], labels: np.ndarray) -> Calibration:
+    """An unfloored calibration of `method` fitted to these pairs (`pairs`: feature name -> values)."""
     if method == "platt":
-        a, b = fit_platt(logits, labels)
+        a, b = fit_platt(pairs["rerank_logit"], labels)
         return Calibration(floor=0.0, method="platt", platt_a=a, platt_b=b)
     if method == "isotonic":
-        xs, ys = fit_isotonic(logits, labels)
+        xs, ys = fit_isotonic(pairs["rerank_logit"], labels)
         return Calibration(floor=0.0, method="isotonic", isotonic_x=xs, isotonic_y=ys)
-    *w, intercept = fit_logistic(np.column_stack([logits, cosines, coverages]), labels)  # in FEATURES order
-    weights = dict(zip(FEATURES, (float(v) for v in w)))
+    names = LOGISTIC_FEATURES[method]
+    *w, intercept = fit_logistic(np.column_stack([pairs[n] for n in names]), labels)
+    weights = dict(zip(names, (float(v) for v in w)))
     return Calibration(floor=0.0, method="logistic", weights={**weights, "intercept": float(intercept)})
+
+
+def _p(calibration: Calibration, pairs: dict[str, np.ndarray], mask=slice(None)) -> np.ndarray:
+    return calibration.p_relevant(pairs["rerank_logit"][mask], cosine_similarity=pairs["cosine_similarity"][mask],
+                                  term_coverage=pairs["term_coverage"][mask],
+                                  semantic_logit=pairs["semantic_logit"][mask] if "semantic_logit" in pairs else None)
+
+
+def _separation(calibration: Calibration, questions: Sequence[LabelledQuestion]) -> float | None:
+    """AUROC of each judged question's best p_relevant, answerable vs not; None without both kinds."""
+    judged = [q for q in questions if q.answerable is not None]
+    top = [q.p_relevant(calibration).max() if q.pair_logits else 0.0 for q in judged]
+    pos = [t for t, q in zip(top, judged) if q.answerable]
+    neg = [t for t, q in zip(top, judged) if not q.answerable]
+    return metrics.auroc(pos, neg) if pos and neg else None
 
 
 def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint: str, embedder_fingerprint: str = "",
                     chunking_fingerprint: str = "", *, target_refusal_precision: float | None = 0.9,
-                    max_false_refusal_rate: float | None = None, holdout_fraction: float = 0.3, methods: Sequence[str] = ("platt", "isotonic", "logistic"),
+                    max_false_refusal_rate: float | None = None, holdout_fraction: float = 0.3,
+                    methods: Sequence[str] = METHODS_TRIED, fit_ranking: bool = True,
                     notes: dict | None = None) -> tuple[Calibration, dict]:
     if not questions:
         raise CalibrationError("no labelled questions to calibrate on")
-    logits = np.array([x for q in questions for x in q.pair_logits], dtype=np.float64)
-    cosines = np.array([x for q in questions for x in q.pair_cosines], dtype=np.float64)
-    coverages = np.array([x for q in questions for x in q.pair_coverages], dtype=np.float64)
+    unknown = set(methods) - set(METHODS_TRIED)
+    if unknown:
+        raise CalibrationError(f"unknown calibration method(s) {sorted(unknown)}; known: {', '.join(METHODS_TRIED)}")
+    semantic = all(q.has_semantic for q in questions)
+    methods = [m for m in methods if semantic or "semantic_logit" not in LOGISTIC_FEATURES.get(m, ())]
+    if not methods:
+        raise CalibrationError("the methods asked for need semantic logits, and the reranker gives none")
+    pairs = {
+        "rerank_logit": np.array([x for q in questions for x in q.pair_logits], dtype=np.float64),
+        "cosine_similarity": np.array([x for q in questions for x in q.pair_cosines], dtype=np.float64),
+        "term_coverage": np.array([x for q in questions for x in q.pair_coverages], dtype=np.float64),
+    }
+    if semantic:
+        pairs["semantic_logit"] = np.array([x for q in questions for x in q.pair_semantic_logits], dtype=np.float64)
     labels = np.array([y for q in questions for y in q.pair_labels], dtype=np.float64)
-    if not len(cosines) == len(coverages) == len(logits) == len(labels):
+    if any(len(v) != len(labels) for v in pairs.values()):
         raise CalibrationError("every labelled pair needs its rerank logit, cosine similarity and term coverage")
-    held = np.array([_holdout(q.id, holdout_fraction) for q in questions for _ in q.pair_logits])
+    held_question = {q.id: _holdout(q.id, holdout_fraction) for q in questions}
+    held = np.array([held_question[q.id] for q in questions for _ in q.pair_logits])
     known = labels >= 0
-    logits, cosines, coverages, labels, held = logits[known], cosines[known], coverages[known], labels[known], held[known]
+    pairs, labels, held = {k: v[known] for k, v in pairs.items()}, labels[known], held[known]
     if labels.min(initial=1) == labels.max(initial=0):
         raise CalibrationError("calibration needs both relevant and irrelevant pairs in the labelled data")
     if held.all() or not held.any():
         held = np.arange(len(labels)) % 3 == 0
+    judged_part = [q for q in questions if held_question[q.id]]
 
-    val = {}
+    val, separation = {}, {}
     for m in methods:
-        trial = _fit(m, logits[~held], cosines[~held], coverages[~held], labels[~held])
-        p = trial.p_relevant(logits[held], cosine_similarity=cosines[held], term_coverage=coverages[held])
-        val[m] = log_loss(p, labels[held])
-    method = min(val, key=val.get)
-    draft = _fit(method, logits, cosines, coverages, labels)
+        trial = _fit(m, {k: v[~held] for k, v in pairs.items()}, labels[~held])
+        val[m] = log_loss(_p(trial, pairs, held), labels[held])
+        separation[m] = _separation(trial, judged_part)
+    # Differences in AUROC under 0.01 are noise on a few hundred questions; then the better-calibrated wins.
+    method = min(methods, key=lambda m: (-round(separation[m] or 0.0, 2), val[m]))
+    draft = _fit(method, pairs, labels)
+    ranking, ranking_check = {}, {"held_out_mrr": {"reranker": None, "ranking": None}, "kept": False}
+    if fit_ranking:
+        ranking, ranking_check = _fit_ranking(questions, pairs, labels, held, held_question,
+                                              [q.answerable is not False for q in questions for _ in q.pair_logits],
+                                              known)
+    draft = dataclasses.replace(draft, ranking_weights=ranking)
 
     judged = [q for q in questions if q.answerable is not None]
     top_p = np.array([q.p_relevant(draft).max() if q.pair_logits else 0.0 for q in judged])
@@ -153,12 +230,12 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
     trade_off = [metrics.refusal_at_floor(top_p, answerable, f)
                  for f in sorted({0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, round(floor, 4)})]
     details = {
-        "method": method, "validation_log_loss": val, "n_pairs": int(len(labels)), "n_questions": len(questions),
-        "n_judged_questions": len(judged),
+        "method": method, "validation_log_loss": val, "validation_auroc_top_p": separation,
+        "ranking": ranking_check,
+        "n_pairs": int(len(labels)), "n_questions": len(questions), "n_judged_questions": len(judged),
         "target": {"refusal_precision": target_refusal_precision, "max_false_refusal_rate": max_false_refusal_rate},
         "trade_off": trade_off,
-        "ece": metrics.reliability(draft.p_relevant(logits, cosine_similarity=cosines, term_coverage=coverages),
-                                   labels)["ece"],
+        "ece": metrics.reliability(_p(draft, pairs), labels)["ece"],
         "auroc_top_p": metrics.auroc(top_p[answerable], top_p[~answerable]) if (~answerable).any() else None,
     }
     calibration = dataclasses.replace(
@@ -168,6 +245,33 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
         notes={**(notes or {}), "fit": {k: v for k, v in details.items() if k != "trade_off"}},
     )
     return calibration, details
+
+
+def _fit_ranking(questions, pairs, labels, held, held_question, answering, known) -> tuple[dict, dict]:
+    """Ranking weights over every feature, fitted on the pairs of questions that have an answer, and
+    the held-out MRR that decided whether to keep them ({} when the reranker's order is as good)."""
+    answering = np.asarray(answering)[known]
+    names = tuple(n for n in ("rerank_logit", "cosine_similarity", "term_coverage", "semantic_logit") if n in pairs)
+
+    def fit(mask) -> dict:
+        y = labels[mask]
+        if y.min(initial=1) == y.max(initial=0):
+            return {}
+        *w, _ = fit_logistic(np.column_stack([pairs[n][mask] for n in names]), y)
+        return dict(zip(names, (float(v) for v in w)))
+
+    trial = fit(answering & ~held)
+    part = [q for q in questions if held_question[q.id] and q.answerable is not False]
+
+    def mrr(calibration: Calibration) -> float | None:
+        ranks = [r for r in (q.reciprocal_rank(calibration) for q in part) if r is not None]
+        return float(np.mean(ranks)) if ranks else None
+
+    reranker_mrr = mrr(Calibration(floor=0.0))
+    trial_mrr = mrr(Calibration(floor=0.0, ranking_weights=trial)) if trial else None
+    keep = trial_mrr is not None and reranker_mrr is not None and trial_mrr > reranker_mrr
+    check = {"held_out_mrr": {"reranker": reranker_mrr, "ranking": trial_mrr}, "kept": keep}
+    return (fit(answering) if keep else {}), check
 
 
 def questions_from_traces(traces: Sequence[dict], reranker_fingerprint: str,
@@ -209,5 +313,5 @@ def questions_from_traces(traces: Sequence[dict], reranker_fingerprint: str,
                           else term_coverage(terms, c["text"]) for c in candidates)  # traces older than the field
         out.append(LabelledQuestion(trace["trace_id"], answerable, tuple(float(c["rerank_logit"]) for c in candidates),
                                     tuple(labels), tuple(1.0 - float(c["vector_distance"]) for c in candidates),
-                                    coverages))
+                                    coverages, tuple(c.get("semantic_logit") for c in candidates)))
     return out

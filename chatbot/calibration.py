@@ -3,11 +3,14 @@
 Both come from a calibration file fitted on labelled data (see `chatbot calibrate`) and
 tied to the models it was fitted for: a calibration is meaningless for another model.
 
-"platt" and "isotonic" read `rerank_logit` alone. "logistic" also reads the question's
-`cosine_similarity` to the chunk and the chunk's `term_coverage` of the question's words: the
-cross-encoder judges a pair on its own and is easily impressed by a fluent passage on the
-wrong subject, while a low cosine and few shared words say the question is about something
-the chunk is not, which is what questions from outside the knowledge base look like.
+"platt" and "isotonic" read `rerank_logit` alone. "logistic" reads a weighted sum of any of
+FEATURES. The question's `cosine_similarity` to the chunk and the chunk's `term_coverage` of the
+question's words help because the cross-encoder judges a pair on its own and is easily impressed by
+a fluent passage on the wrong subject, while a low cosine and few shared words say the question is
+about something the chunk is not, which is what questions from outside the knowledge base look like.
+`semantic_logit` (the reranker's logit without its exact-match term) helps the other way: a question
+written from a passage that does not answer it repeats the passage's words, so the exact-match
+evidence that ranks chunks well says little about whether the answer is there.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from chatbot.errors import CalibrationError
 
 
 METHODS = ("platt", "isotonic", "logistic")
-FEATURES = ("rerank_logit", "cosine_similarity", "term_coverage")  # what "logistic" may read of a candidate
+# what "logistic" may read of a candidate
+FEATURES = ("rerank_logit", "cosine_similarity", "term_coverage", "semantic_logit")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class Calibration:
     isotonic_x: tuple[float, ...] = ()
     isotonic_y: tuple[float, ...] = ()
     weights: dict = field(default_factory=dict, hash=False)
+    # The order of the read candidates: by `ranking_score`, a weighted sum of FEATURES fitted for
+    # ranking (empty: the reranker's own order). Apart from `weights` because the scores that best
+    # tell which chunk answers are not the ones that best tell whether any chunk does.
+    ranking_weights: dict = field(default_factory=dict, hash=False)
     reranker_fingerprint: str = ""  # empty = not tied to a model (a hand-set default)
     embedder_fingerprint: str = ""  # set when the mapping reads cosine similarity, which the embedder defines
     chunking_fingerprint: str = ""  # chunk size and overlap shape every score's distribution
@@ -49,34 +57,35 @@ class Calibration:
             raise CalibrationError(f"calibration method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.method == "isotonic" and (len(self.isotonic_x) < 2 or len(self.isotonic_x) != len(self.isotonic_y)):
             raise CalibrationError("isotonic calibration needs matching isotonic_x / isotonic_y of length >= 2")
-        unknown = set(self.weights) - set(FEATURES) - {"intercept"}
-        if unknown:
-            raise CalibrationError(f"calibration weights name unknown feature(s) {sorted(unknown)}; "
-                                   f"known: {', '.join(FEATURES)}")
+        for key, weights in (("weights", self.weights), ("ranking_weights", self.ranking_weights)):
+            unknown = set(weights) - set(FEATURES) - {"intercept"}
+            if unknown:
+                raise CalibrationError(f"calibration {key} name unknown feature(s) {sorted(unknown)}; "
+                                       f"known: {', '.join(FEATURES)}")
         if self.method == "logistic" and not set(self.weights) & set(FEATURES):
             raise CalibrationError(f"logistic calibration needs weights for some of {', '.join(FEATURES)}")
 
     @property
     def reads_cosine(self) -> bool:
-        return self.method == "logistic" and bool(self.weights.get("cosine_similarity"))
+        return (self.method == "logistic" and bool(self.weights.get("cosine_similarity"))
+                or bool(self.ranking_weights.get("cosine_similarity")))
+
+    def ranking_score(self, rerank_logit, **features) -> np.ndarray | None:
+        """Per pair, the score the gate orders candidates by (higher first); None: keep the reranker's order."""
+        if not self.ranking_weights:
+            return None
+        return _weighted_sum(self.ranking_weights, np.asarray(rerank_logit, dtype=np.float64), features)
 
     def p_relevant(self, rerank_logit, **features) -> np.ndarray:
         """Per pair. The "logistic" method also reads the other FEATURES it has weights for, given by
-        name (`cosine_similarity=`, `term_coverage=`), each aligned with `rerank_logit`."""
+        name (`cosine_similarity=`, `term_coverage=`, `semantic_logit=`), each aligned with `rerank_logit`."""
         z = np.asarray(rerank_logit, dtype=np.float64)
         if self.method == "isotonic":
             return np.interp(z, self.isotonic_x, self.isotonic_y)
         if self.method == "platt":
             linear = self.platt_a * z + self.platt_b
         else:
-            linear = np.full(z.shape, float(self.weights.get("intercept", 0.0)))
-            for name, weight in self.weights.items():
-                if name == "intercept" or not weight:
-                    continue
-                values = z if name == "rerank_logit" else features.get(name)
-                if values is None:
-                    raise CalibrationError(f"this calibration reads {name}, and none was given")
-                linear = linear + weight * np.asarray(values, dtype=np.float64)
+            linear = _weighted_sum(self.weights, z, features)
         # float64 on purpose: in fp16 a sigmoid of logits above ~8 rounds to exactly 1.0 and ties.
         return 1.0 / (1.0 + np.exp(-linear))
 
@@ -117,9 +126,24 @@ class Calibration:
             for k in ("floor", "platt_a", "platt_b"):
                 if k in d:
                     d[k] = float(d[k])
-            if not isinstance(d.get("weights", {}), dict):
-                raise TypeError("'weights' must map feature names to numbers")
-            d["weights"] = {str(k): float(v) for k, v in d.get("weights", {}).items()}
+            for key in ("weights", "ranking_weights"):
+                if not isinstance(d.get(key, {}), dict):
+                    raise TypeError(f"'{key}' must map feature names to numbers")
+                d[key] = {str(k): float(v) for k, v in d.get(key, {}).items()}
             return cls(**d)
         except (TypeError, ValueError) as e:
             raise CalibrationError(f"calibration file {p} is malformed: {e}") from None
+
+
+def _weighted_sum(weights: Mapping[str, float], rerank_logit: np.ndarray, features: Mapping) -> np.ndarray:
+    linear = np.full(rerank_logit.shape, float(weights.get("intercept", 0.0)))
+    for name, weight in weights.items():
+        if name == "intercept" or not weight:
+            continue
+        values = rerank_logit if name == "rerank_logit" else features.get(name)
+        if values is None or any(v is None for v in values):
+            raise CalibrationError(f"this calibration reads {name}, and none was given" + (
+                ": the reranker has no separate semantic part, so fit a calibration for it with "
+                "`chatbot calibrate`" if name == "semantic_logit" else ""))
+        linear = linear + weight * np.asarray(values, dtype=np.float64)
+    return linear

@@ -280,7 +280,7 @@ def cmd_calibrate(args) -> int:
             raise ConfigError("calibrate needs a BEIR-format folder to fit on, or --from-traces")
         pipeline, outcomes = _eval_outcomes(args, config, fitting=True)
         questions = [LabelledQuestion(o.query.id, o.query.answerable, o.pair_logits, o.pair_labels, o.pair_cosines,
-                                      o.pair_coverages) for o in outcomes]
+                                      o.pair_coverages, o.pair_semantic_logits) for o in outcomes]
         notes = {"dataset": str(args.dataset), "extra_unanswerable": args.extra_unanswerable or [],
                  "limit": args.limit, "held_out_fraction": args.held_out_fraction}
     notes.update({"embedder": pipeline.embedder.fingerprint, "pool_size": config.pool_size})
@@ -288,8 +288,14 @@ def cmd_calibrate(args) -> int:
         questions, pipeline.reranker.fingerprint, pipeline.embedder.fingerprint, config.chunking_fingerprint,
         target_refusal_precision=None if args.max_false_refusal_rate is not None else args.target_refusal_precision,
         max_false_refusal_rate=args.max_false_refusal_rate, notes=notes)
-    print(f"method: {details['method']} (validation log loss: "
-          + ", ".join(f"{k} {v:.4f}" for k, v in details["validation_log_loss"].items()) + ")")
+    print(f"method: {details['method']}; on the held-out part, log loss / AUROC of the top p:")
+    for m, loss in details["validation_log_loss"].items():
+        auroc = details["validation_auroc_top_p"][m]
+        print(f"  {m:<17}{loss:.4f} / " + ("n/a" if auroc is None else f"{auroc:.3f}"))
+    mrr = details["ranking"]["held_out_mrr"]
+    if mrr["ranking"] is not None:
+        print(f"evidence order: held-out MRR {mrr['ranking']:.3f} with the fitted ranking, {mrr['reranker']:.3f} in the "
+              "reranker's order: " + ("ranking kept" if details["ranking"]["kept"] else "reranker's order kept"))
     print(f"pairs {details['n_pairs']}, questions {details['n_questions']}, ECE {details['ece']:.4f}, "
           f"AUROC(top p) {details['auroc_top_p'] if details['auroc_top_p'] is None else round(details['auroc_top_p'], 4)}")
     print(f"\n{'floor':>8}{'refusal prec':>14}{'refusal rec':>13}{'false refusals':>16}{'coverage':>10}")
@@ -428,7 +434,9 @@ def cmd_train_reranker(args) -> int:
         for name in ("ndcg@10", "hit@1", "hit@5"):
             print(f"  {name:<8} fused {report['fused'][name]:.3f}  reranked {report['reranked'][name]:.3f}")
         for name, auroc in report["auroc_top_logit"].items():
-            print(f"  AUROC of the top logit, {name} answerable vs unanswerable: {auroc:.3f}")
+            semantic = report.get("auroc_top_semantic_logit", {}).get(name)
+            print(f"  AUROC of the top logit, {name} answerable vs unanswerable: {auroc:.3f}"
+                  + (f" (of its semantic part: {semantic:.3f})" if semantic is not None else ""))
     return 0
 
 

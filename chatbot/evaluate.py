@@ -50,6 +50,7 @@ class QueryOutcome:
     timings_ms: dict[str, float]
     pair_cosines: tuple[float, ...]  # every reranked chunk's cosine similarity to the question
     pair_coverages: tuple[float, ...]  # every reranked chunk's term coverage of the question
+    pair_semantic_logits: tuple[float | None, ...] = ()  # every reranked chunk's semantic logit, if the model has one
 
 
 def split_key(dataset_name: str, query: LabelledQuery) -> str:
@@ -99,12 +100,13 @@ def run_queries(pipeline: Pipeline, queries: Sequence[LabelledQuery], batch_size
             outcomes.append(QueryOutcome(
                 query=q, rankings=rankings, pool_size=len(ranked),
                 top_logit=ranked[0].rerank_logit if ranked else float("-inf"),
-                top_p=ranked[0].p_relevant if ranked else 0.0,
+                top_p=ev.gate.best_p_relevant or 0.0,
                 top_bm25=max((c.bm25_score for c in ranked), default=0.0),
                 top_cosine=max((c.cosine_similarity for c in ranked), default=-1.0),
                 pair_logits=tuple(c.rerank_logit for c in read), pair_labels=labels, timings_ms=timings,
                 pair_cosines=tuple(c.cosine_similarity for c in read),
                 pair_coverages=tuple(c.term_coverage for c in read),
+                pair_semantic_logits=tuple(c.semantic_logit for c in read),
             ))
             if on_done is not None:
                 on_done(1)
@@ -177,7 +179,8 @@ def calibration_report(outcomes: Sequence[QueryOutcome], calibration: Calibratio
     cosines = np.array([x for o in outcomes for x in o.pair_cosines], dtype=np.float64)
     coverages = np.array([x for o in outcomes for x in o.pair_coverages], dtype=np.float64)
     labels = np.array([y for o in outcomes for y in o.pair_labels], dtype=np.int64)
-    p = calibration.p_relevant(logits, cosine_similarity=cosines, term_coverage=coverages)
+    semantic = [x for o in outcomes for x in o.pair_semantic_logits]
+    p = calibration.p_relevant(logits, cosine_similarity=cosines, term_coverage=coverages, semantic_logit=semantic)
     rel = metrics.reliability(p, labels, n_bins=10)
     rel["n_pairs"] = int(len(labels))
     rel["positive_rate"] = float(labels.mean()) if len(labels) else None

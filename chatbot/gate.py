@@ -10,17 +10,24 @@ from chatbot.types import Candidate, GateResult
 
 
 def apply_gate(reranked: Sequence[Candidate], calibration: Calibration, top_n: int) -> GateResult:
-    """Attach `p_relevant` to every reranked candidate, keep the best `top_n` that clear the floor.
-    Candidates the reranker did not read (past its depth) get no probability and are never kept:
-    evidence has to have been read."""
+    """Attach `p_relevant` (and the calibration's `ranking_score`, if it has one) to every reranked
+    candidate, order them, and keep the first `top_n` that clear the floor.
+
+    Two scores because two questions: which chunk answers best (the order), and whether any chunk is
+    evidence at all (the floor). The calibration fits each on its own (`chatbot.calibrate`); without a
+    ranking the reranker's order stands. Candidates the reranker did not read (past its depth) get
+    no probability and are never kept: evidence has to have been read."""
     read = [c for c in reranked if c.rerank_logit is not None]
     unread = tuple(c for c in reranked if c.rerank_logit is None)
-    probs = calibration.p_relevant([c.rerank_logit for c in read],
-                                   cosine_similarity=[c.cosine_similarity for c in read],
-                                   term_coverage=[c.term_coverage for c in read])
-    scored = sorted(
-        (dataclasses.replace(c, p_relevant=float(p)) for c, p in zip(read, probs)),
-        key=lambda c: -c.p_relevant,
-    )
+    logits = [c.rerank_logit for c in read]
+    features = dict(cosine_similarity=[c.cosine_similarity for c in read],
+                    term_coverage=[c.term_coverage for c in read],
+                    semantic_logit=[c.semantic_logit for c in read])
+    probs = calibration.p_relevant(logits, **features)
+    ranking = calibration.ranking_score(logits, **features)
+    scored = tuple(dataclasses.replace(c, p_relevant=float(p)) for c, p in zip(read, probs))
+    if ranking is not None:  # sorted() is stable: ties keep the reranker's order
+        scored = tuple(sorted((dataclasses.replace(c, ranking_score=float(r)) for c, r in zip(scored, ranking)),
+                              key=lambda c: -c.ranking_score))
     kept = tuple(c for c in scored if c.p_relevant >= calibration.floor)[:top_n]
-    return GateResult(floor=calibration.floor, top_n=top_n, ranked=tuple(scored) + unread, kept=kept)
+    return GateResult(floor=calibration.floor, top_n=top_n, ranked=scored + unread, kept=kept)

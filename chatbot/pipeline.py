@@ -235,5 +235,5 @@ class Pipeline:
         return Evidence(retrieval, gate, clock.timings)
 
     def _refusal(self, gate, reason: str) -> Refusal:
-        best = gate.ranked[0].p_relevant if gate.ranked else None
-        return Refusal(reason=reason, floor=gate.floor, best_p_relevant=best, near_misses=gate.scored[:NEAR_MISSES])
+        return Refusal(reason=reason, floor=gate.floor, best_p_relevant=gate.best_p_relevant,
+                       near_misses=gate.nearest(NEAR_MISSES))

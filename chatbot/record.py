@@ -25,7 +25,9 @@ def candidate_record(c: Candidate, status: str, cited_as: int | None) -> dict[st
         "rrf_score": c.rrf_score,
         "term_coverage": c.term_coverage,
         "rerank_logit": c.rerank_logit,
+        "semantic_logit": c.semantic_logit,
         "p_relevant": c.p_relevant,
+        "ranking_score": c.ranking_score,
         "status": status,
         "cited_as": cited_as,
     }

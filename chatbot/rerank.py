@@ -91,13 +91,17 @@ def _length_batches(lengths: Sequence[int], most: int, workers: int) -> list[lis
 
 
 def _forward(model, features) -> np.ndarray:
-    """One batch's logits, as `CrossEncoder.predict` computes them, without its tokenizing."""
+    """One batch's [rerank logit, semantic logit] per pair, as `CrossEncoder.predict` computes the
+    logit, without its tokenizing. The semantic logit is NaN for a model with no separate part."""
     import torch
     from sentence_transformers.util import batch_to_device
 
     with torch.inference_mode():
-        scores = model(batch_to_device(features, model.device))["scores"]
-    return scores.float().reshape(-1).cpu().numpy()
+        out = model(batch_to_device(features, model.device))
+    scores = out["scores"].float().reshape(-1)
+    semantic = out.get("semantic_logit")
+    semantic = torch.full_like(scores, float("nan")) if semantic is None else semantic.float().reshape(-1)
+    return torch.stack([scores, semantic], dim=1).cpu().numpy()
 
 
 class Reranker:
@@ -121,11 +125,11 @@ class Reranker:
         self._model = Lazy(self._load)
         self._thread = OwnThread("reranker")
         self._team = Lazy(self._make_team)
-        # (question, passage) digest -> logit, least recently used first. A repeated question (the
-        # same FAQ from many users, a retry, a re-ask) then costs no cross-encoder work. Touched only
-        # on the reranker's own thread, so it needs no lock.
+        # (question, passage) digest -> [logit, semantic logit], least recently used first. A repeated
+        # question (the same FAQ from many users, a retry, a re-ask) then costs no cross-encoder work.
+        # Touched only on the reranker's own thread, so it needs no lock.
         self.cache_pairs = cache_pairs
-        self._cache: OrderedDict[bytes, float] = OrderedDict()
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -152,12 +156,18 @@ class Reranker:
         return model_fingerprint(self.name)
 
     def logits(self, question: str, passages: Sequence[str]) -> np.ndarray:
-        if not passages:
-            return np.zeros(0, dtype=np.float32)
-        return self._thread.run(self._logits, question, passages)
+        """`rerank_logit` per passage."""
+        return self.scores(question, passages)[:, 0]
 
-    def _logits(self, question: str, passages: Sequence[str]) -> np.ndarray:
-        out = np.empty(len(passages), dtype=np.float32)
+    def scores(self, question: str, passages: Sequence[str]) -> np.ndarray:
+        """[rerank_logit, semantic_logit] per passage. The semantic logit is the model's reading of the
+        pair without its exact-match term (`cross_encoder.SegmentCosineHead`), NaN for a model without one."""
+        if not passages:
+            return np.zeros((0, 2), dtype=np.float32)
+        return self._thread.run(self._scores, question, passages)
+
+    def _scores(self, question: str, passages: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(passages), 2), dtype=np.float32)
         keys = [self._key(question, p) for p in passages] if self.cache_pairs else []
         todo = []
         for i in range(len(passages)):
@@ -173,7 +183,7 @@ class Reranker:
             out[todo] = self._predict(question, [passages[i] for i in todo])
         if keys:
             for i in todo:
-                self._cache[keys[i]] = float(out[i])
+                self._cache[keys[i]] = out[i].copy()
             while len(self._cache) > self.cache_pairs:
                 self._cache.popitem(last=False)
         return out
@@ -196,7 +206,7 @@ class Reranker:
         # Tokenized here, on the reranker's one thread: a fast tokenizer is not safe to share between threads.
         features = [model.preprocess([(question, passages[i]) for i in batch]) for batch in batches]
         scores = team.map(lambda f: _forward(model, f), features)
-        out = np.empty(len(passages), dtype=np.float32)
+        out = np.empty((len(passages), 2), dtype=np.float32)
         for batch, batch_scores in zip(batches, scores):
             out[batch] = batch_scores
         return out
@@ -209,6 +219,8 @@ class Reranker:
         many it reads. Past the top 15-20 of the fused order, its verdicts seldom lift a chunk into
         the top 10 (bench/README.md has the measurement), so the tail can keep its fused rank."""
         head = list(candidates if depth is None else candidates[:depth])
-        logits = self.logits(question, [c.chunk.context_text for c in head])
-        scored = [dataclasses.replace(c, rerank_logit=float(l)) for c, l in zip(head, logits)]
+        scores = self.scores(question, [c.chunk.context_text for c in head])
+        scored = [dataclasses.replace(c, rerank_logit=float(logit),
+                                      semantic_logit=None if np.isnan(semantic) else float(semantic))
+                  for c, (logit, semantic) in zip(head, scores)]
         return sorted(scored, key=lambda c: -c.rerank_logit) + list(candidates[len(head):])

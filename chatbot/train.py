@@ -164,18 +164,27 @@ def pool_rankings(scores, relevant: Sequence[bool]) -> tuple[list[str], list[str
 
 def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size: int = 32) -> dict:
     """nDCG@10 / hit@1 / hit@5 of the reranked pool against the fused order; AUROC of the top logit,
-    answerable vs unanswerable, for each dataset that has both."""
+    answerable vs unanswerable, for each dataset that has both (and of the top semantic logit, for a
+    model with the exact-match term: the refusal signal a calibration may read instead)."""
     import torch
 
     fused = {"ndcg@10": [], "hit@1": [], "hit@5": []}
     reranked = {"ndcg@10": [], "hit@1": [], "hit@5": []}
-    tops: dict[str, tuple[list[float], list[float]]] = {}  # dataset -> (answerable, unanswerable) top logits
+    lexical = has_lexical_term(ce)
+    # dataset -> (answerable, unanswerable) top scores, of the logit and of its semantic part
+    tops: dict[str, tuple[list[float], list[float]]] = {}
+    semantic_tops: dict[str, tuple[list[float], list[float]]] = {}
     for q in queries:
         if not q.pool:
             continue
-        logits = ce.predict([(q.question, p) for p in q.pool], batch_size=batch_size,
-                            activation_fn=torch.nn.Identity(), convert_to_numpy=True,
-                            show_progress_bar=False).reshape(-1)
+        if lexical:
+            semantic, coverage = score_components(ce, q.question, q.pool, max_length, batch_size)
+            logits = semantic + ce[1].lexical_weight.detach().item() * coverage
+            semantic_tops.setdefault(q.dataset, ([], []))[0 if q.answerable else 1].append(float(semantic.max()))
+        else:
+            logits = ce.predict([(q.question, p) for p in q.pool], batch_size=batch_size,
+                                activation_fn=torch.nn.Identity(), convert_to_numpy=True,
+                                show_progress_bar=False).reshape(-1)
         tops.setdefault(q.dataset, ([], []))[0 if q.answerable else 1].append(float(logits.max()))
         if not q.answerable:
             continue
@@ -188,8 +197,8 @@ def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size
               "n_unanswerable": sum(len(neg) for _, neg in tops.values()),
               "fused": {k: float(np.mean(v)) if v else None for k, v in fused.items()},
               "reranked": {k: float(np.mean(v)) if v else None for k, v in reranked.items()}}
-    report["auroc_top_logit"] = {name: metrics.auroc(pos, neg) for name, (pos, neg) in sorted(tops.items())
-                                 if pos and neg}
+    for key, by_dataset in (("auroc_top_logit", tops), ("auroc_top_semantic_logit", semantic_tops)):
+        report[key] = {name: metrics.auroc(pos, neg) for name, (pos, neg) in sorted(by_dataset.items()) if pos and neg}
     return report
 
 

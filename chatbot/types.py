@@ -49,7 +49,11 @@ class Candidate:
     rrf_score: float
     term_coverage: float = 0.0  # share of the question's content words found in the chunk
     rerank_logit: float | None = None
+    # rerank_logit without the reranker's exact-match term: how the pair reads, not how many of the
+    # question's words it repeats. None when the reranker has no such term (or did not read the chunk).
+    semantic_logit: float | None = None
     p_relevant: float | None = None
+    ranking_score: float | None = None  # what the gate orders by, when the calibration has a ranking
 
     @property
     def cosine_similarity(self) -> float:
@@ -63,13 +67,22 @@ CandidateStatus = Literal["kept", "below_floor", "cut_by_top_n", "not_reranked"]
 class GateResult:
     floor: float
     top_n: int
-    ranked: tuple[Candidate, ...]  # the whole pool: best p_relevant first, then any the reranker did not read
+    ranked: tuple[Candidate, ...]  # the read pool, best first (the calibration's ranking, else the reranker's), then the unread
     kept: tuple[Candidate, ...]
 
     @property
     def scored(self) -> tuple[Candidate, ...]:
-        """The candidates the reranker read, best p_relevant first: `ranked` without the unread tail."""
+        """The candidates the reranker read, best first: `ranked` without the unread tail."""
         return tuple(c for c in self.ranked if c.p_relevant is not None)
+
+    @property
+    def best_p_relevant(self) -> float | None:
+        """What the refusal decision turns on: the question is answered when this clears the floor."""
+        return max((c.p_relevant for c in self.scored), default=None)
+
+    def nearest(self, n: int) -> tuple[Candidate, ...]:
+        """The `n` read candidates with the highest p_relevant."""
+        return tuple(sorted(self.scored, key=lambda c: -c.p_relevant)[:n])
 
     def status(self, chunk_id: str) -> CandidateStatus:
         if any(c.chunk.id == chunk_id for c in self.kept):

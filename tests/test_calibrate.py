@@ -49,8 +49,9 @@ def test_fit_prefers_cosine_when_it_separates_off_domain_questions():
     cal, details = fit_calibration(questions, "m:1", "emb:1", target_refusal_precision=0.9)
     assert details["method"] == "logistic"
     assert cal.weights["cosine_similarity"] > 0 and cal.embedder_fingerprint == "emb:1" and cal.reranker_fingerprint == "m:1"
-    platt, platt_details = fit_calibration(questions, "m:1", "emb:1", methods=("platt",))
+    platt, platt_details = fit_calibration(questions, "m:1", "emb:1", methods=("platt",), fit_ranking=False)
     assert platt.embedder_fingerprint == ""  # a logit-only mapping does not depend on the embedder
+    assert not platt.ranking_weights
     assert details["auroc_top_p"] > 0.99 > platt_details["auroc_top_p"]
     # The floor meets the target on these questions.
     top_p = np.array([q.p_relevant(cal).max() for q in questions])
@@ -104,3 +105,88 @@ def test_questions_from_traces_read_what_users_rated():
     assert q.pair_cosines == pytest.approx((0.6, 0.3)) and q.pair_logits == (2.0, -1.0)
     # A trace older than the term_coverage field: computed from the stored text ("lisbon", "office" of 2).
     assert q.pair_coverages == pytest.approx((0.8, 1.0))
+
+
+def _written_from_passage(rng, n: int, answerable: bool) -> list[LabelledQuestion]:
+    """In-domain questions with one passage each: an answerable one's passage answers it; an
+    unanswerable one was written from its passage and repeats its words without being answered by
+    it. The exact-match term lifts the rerank logit of both alike; only the semantic part tells them
+    apart. (The term counts word pieces; `term_coverage` counts words, so it cannot simply be
+    subtracted back out.) Other chunks are off-topic."""
+    out = []
+    for i in range(n):
+        semantic = rng.normal(-3.0, 1.0, size=10)
+        semantic[0] = rng.normal(2.0, 1.0) if answerable else rng.normal(-1.0, 1.0)
+        pieces = rng.uniform(0.0, 0.3, size=10)
+        pieces[0] = rng.uniform(0.5, 1.0)
+        logits = semantic + 8.0 * pieces
+        coverages = np.clip(pieces + rng.normal(0.0, 0.3, size=10), 0.0, 1.0)
+        labels = np.zeros(10, dtype=int)
+        labels[0] = int(answerable)
+        cosines = rng.uniform(0.2, 0.4, size=10)
+        cosines[0] = rng.uniform(0.5, 0.7)
+        out.append(LabelledQuestion(f"{'a' if answerable else 'u'}{i}", answerable, tuple(logits),
+                                    tuple(int(v) for v in labels), tuple(cosines), tuple(coverages),
+                                    tuple(semantic)))
+    return out
+
+
+def test_fit_refuses_on_the_semantic_part_when_shared_words_mislead():
+    rng = np.random.default_rng(2)
+    questions = _written_from_passage(rng, 300, True) + _written_from_passage(rng, 300, False)
+    cal, details = fit_calibration(questions, "m:1", "emb:1", max_false_refusal_rate=0.05,
+                                   target_refusal_precision=None)
+    assert details["method"].startswith("semantic") and cal.weights["semantic_logit"] > 0
+    aurocs = details["validation_auroc_top_p"]
+    assert aurocs[details["method"]] > max(aurocs[m] for m in ("platt", "isotonic", "logistic")) + 0.03
+    assert details["auroc_top_p"] > 0.9
+    # Without semantic logits (a reranker with no such part) only the other mappings are tried.
+    plain = [LabelledQuestion(q.id, q.answerable, q.pair_logits, q.pair_labels, q.pair_cosines, q.pair_coverages)
+             for q in questions]
+    plain_cal, plain_details = fit_calibration(plain, "m:1", "emb:1", max_false_refusal_rate=0.05,
+                                               target_refusal_precision=None)
+    assert set(plain_details["validation_log_loss"]) == {"platt", "isotonic", "logistic"}
+    assert "semantic_logit" not in plain_cal.weights
+    with pytest.raises(CalibrationError, match="need semantic logits"):
+        fit_calibration(plain, "m:1", methods=("semantic",))
+
+
+def test_traces_keep_the_semantic_logit():
+    from chatbot.calibrate import questions_from_traces
+
+    candidates = [
+        {"chunk_id": "a", "rerank_logit": 2.0, "semantic_logit": 0.5, "vector_distance": 0.4, "term_coverage": 0.8,
+         "text": "x", "cited_as": 1},
+        {"chunk_id": "b", "rerank_logit": -1.0, "semantic_logit": -1.5, "vector_distance": 0.7, "term_coverage": 0.1,
+         "text": "y", "cited_as": None},
+    ]
+    [q] = questions_from_traces([_trace("t", "answer", {"answer": 1}, candidates=candidates)], "m:1", "e:1")
+    assert q.pair_semantic_logits == (0.5, -1.5) and q.has_semantic
+    [old] = questions_from_traces([_trace("t", "answer", {"answer": 1})], "m:1", "e:1")
+    assert old.pair_semantic_logits == (None, None) and not old.has_semantic
+
+
+def _ranked_questions(rng, n: int, logit_noise: float) -> list[LabelledQuestion]:
+    """Answerable questions, one relevant chunk among ten. The rerank logit finds it up to
+    `logit_noise`; the cosine always puts it a little ahead."""
+    out = []
+    for i in range(n):
+        logits = rng.normal(0.0, 1.0, size=10)
+        logits[0] += 1.0 + rng.normal(0.0, logit_noise) if logit_noise else 10.0
+        cosines = rng.uniform(0.2, 0.4, size=10)
+        cosines[0] = rng.uniform(0.45, 0.6)
+        labels = (1,) + (0,) * 9
+        out.append(LabelledQuestion(f"r{i}", True, tuple(logits), labels, tuple(cosines), tuple(rng.uniform(0, 1, 10))))
+    return out
+
+
+def test_the_evidence_order_is_fitted_and_kept_only_when_it_beats_the_rerankers():
+    rng = np.random.default_rng(3)
+    cal, details = fit_calibration(_ranked_questions(rng, 300, logit_noise=2.0), "m:1", "emb:1")
+    mrr = details["ranking"]["held_out_mrr"]
+    assert details["ranking"]["kept"] and mrr["ranking"] > mrr["reranker"] + 0.1
+    assert cal.ranking_weights["cosine_similarity"] > 0 and cal.embedder_fingerprint == "emb:1"
+    # A reranker that already puts the relevant chunk first leaves nothing to gain: its order stands.
+    cal, details = fit_calibration(_ranked_questions(rng, 300, logit_noise=0.0), "m:1", "emb:1")
+    assert details["ranking"]["held_out_mrr"]["reranker"] == 1.0
+    assert not details["ranking"]["kept"] and cal.ranking_weights == {}

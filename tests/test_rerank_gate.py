@@ -131,6 +131,17 @@ def test_calibration_round_trips_and_checks_models(tmp_path, cal, running, wrong
         loaded.check_fits(wrong, str(path))
 
 
+def test_ranking_weights_round_trip_and_are_checked(tmp_path):
+    cal = Calibration(floor=0.2, ranking_weights={"rerank_logit": 1.0, "semantic_logit": 0.5})
+    cal.save(tmp_path / "cal.json")
+    assert Calibration.load(tmp_path / "cal.json") == cal
+    with pytest.raises(CalibrationError, match="ranking_weights name unknown feature"):
+        Calibration(floor=0.2, ranking_weights={"bm25": 1.0})
+    (tmp_path / "bad.json").write_text('{"floor": 0.2, "ranking_weights": [1, 2]}')
+    with pytest.raises(CalibrationError, match="'ranking_weights' must map"):
+        Calibration.load(tmp_path / "bad.json")
+
+
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not valid JSON"),
     ('{"platt_a": 1}', "no 'floor'"),
@@ -146,13 +157,44 @@ def test_malformed_calibration_files(tmp_path, content, message):
 
 def test_gate_keeps_top_n_above_floor():
     cal = Calibration(floor=0.5)  # p = sigmoid(logit): logit 0 is exactly the floor
-    pool = [_cand(i, logit) for i, logit in enumerate([3.0, -1.0, 0.0, 2.0, 1.0])]
+    pool = [_cand(i, logit) for i, logit in enumerate([3.0, 2.0, 1.0, 0.0, -1.0])]  # the reranker's order
     gate = apply_gate(pool, cal, top_n=2)
-    assert [c.chunk.id for c in gate.kept] == ["id0", "id3"]
-    assert [c.chunk.id for c in gate.ranked] == ["id0", "id3", "id4", "id2", "id1"]
-    assert gate.status("id4") == "cut_by_top_n" and gate.status("id2") == "cut_by_top_n"
-    assert gate.status("id1") == "below_floor"
+    assert [c.chunk.id for c in gate.kept] == ["id0", "id1"]
+    assert [c.chunk.id for c in gate.ranked] == ["id0", "id1", "id2", "id3", "id4"]
+    assert gate.status("id2") == "cut_by_top_n" and gate.status("id3") == "cut_by_top_n"
+    assert gate.status("id4") == "below_floor"
     assert all(c.p_relevant is not None for c in gate.ranked)
+
+
+def test_gate_decides_on_the_semantic_part_and_keeps_the_rerankers_order():
+    # A calibration on semantic_logit: the chunk the reranker put first on shared words alone (its
+    # semantic part is low) is no evidence, and the order of what is kept stays the reranker's.
+    cal = Calibration(floor=0.5, method="logistic", weights={"semantic_logit": 1.0, "intercept": 0.0})
+    pool = [dataclasses.replace(_cand(i, logit), semantic_logit=semantic)
+            for i, (logit, semantic) in enumerate([(5.0, -2.0), (4.0, 1.0), (3.0, 2.0), (2.0, -1.0)])]
+    gate = apply_gate(pool, cal, top_n=5)
+    assert [c.chunk.id for c in gate.ranked] == ["id0", "id1", "id2", "id3"]
+    assert [c.chunk.id for c in gate.kept] == ["id1", "id2"]
+    assert gate.best_p_relevant == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert [c.chunk.id for c in gate.nearest(2)] == ["id2", "id1"]
+    assert gate.status("id0") == "below_floor"
+    # A reranker without a semantic part cannot serve such a calibration: said, not guessed.
+    with pytest.raises(CalibrationError, match="semantic_logit.*chatbot calibrate"):
+        apply_gate([_cand(0, 1.0)], cal, top_n=5)
+
+
+def test_gate_orders_by_the_calibrations_ranking_and_floors_on_p_relevant():
+    # The ranking reads cosine; the floor reads the logit. Each decides only its own question.
+    cal = Calibration(floor=0.5, ranking_weights={"rerank_logit": 1.0, "cosine_similarity": 10.0})
+    pool = [dataclasses.replace(_cand(i, logit), vector_distance=distance)
+            for i, (logit, distance) in enumerate([(3.0, 0.9), (2.0, 0.1), (-1.0, 0.0), (1.0, 0.5)])]
+    gate = apply_gate(pool + [_cand(4)], cal, top_n=2)
+    # ranking scores: id0 3 + 1 = 4, id1 2 + 9 = 11, id2 -1 + 10 = 9, id3 1 + 5 = 6
+    assert [c.chunk.id for c in gate.ranked] == ["id1", "id2", "id3", "id0", "id4"]
+    assert [c.ranking_score for c in gate.ranked[:4]] == pytest.approx([11.0, 9.0, 6.0, 4.0])
+    assert [c.chunk.id for c in gate.kept] == ["id1", "id3"]  # id2 is ranked second, and below the floor
+    assert gate.status("id2") == "below_floor" and gate.status("id0") == "cut_by_top_n"
+    assert gate.ranked[4].ranking_score is None and gate.status("id4") == "not_reranked"
 
 
 def test_gate_refuses_everything_below_floor():
@@ -200,7 +242,7 @@ def test_gate_never_keeps_what_the_reranker_did_not_read():
     # Unread candidates would otherwise look like evidence to a calibration that reads only cosine
     # and coverage: give them the best of both.
     cal = Calibration(method="logistic", floor=0.5, weights={"intercept": 0.0, "rerank_logit": 1.0})
-    pool = [_cand(0, -1.0), _cand(1, 2.0), _cand(2), _cand(3)]
+    pool = [_cand(1, 2.0), _cand(0, -1.0), _cand(2), _cand(3)]  # the reranker's order, then the unread tail
     gate = apply_gate(pool, cal, top_n=5)
     assert [c.chunk.id for c in gate.kept] == ["id1"]
     assert [c.chunk.id for c in gate.ranked] == ["id1", "id0", "id2", "id3"]

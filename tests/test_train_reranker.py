@@ -10,6 +10,7 @@ from chatbot.cli import main
 from chatbot.cross_encoder import SegmentCosineHead
 from chatbot.rerank import Reranker
 from chatbot.train import TrainingExample, TrainSettings, _sample_group
+from chatbot.types import Candidate, Chunk
 from tests.helpers import DOCS, QUERIES
 
 
@@ -205,6 +206,26 @@ def test_lexical_head_round_trips_through_the_reranker(tmp_path):
     passages = ["The robot lifts payloads of up to 600 kg.", "Parking is free for staff."]
     expected = ce.predict([(q, p) for p in passages], activation_fn=torch.nn.Identity()).reshape(-1)
     np.testing.assert_allclose(reranker.logits(q, passages), expected, rtol=1e-4, atol=1e-4)
+    # The semantic part travels with the logit: the same pass, without the exact-match term.
+    features = ce.tokenizer([q] * 2, passages, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        out = ce(dict(features))
+    scores = reranker.scores(q, passages)
+    np.testing.assert_allclose(scores[:, 1], out["semantic_logit"].numpy(), rtol=1e-4, atol=1e-4)
+    assert scores[0, 0] - scores[0, 1] > scores[1, 0] - scores[1, 1] >= 0.0  # the first repeats more of q
+    candidates = [Candidate(Chunk(f"c{i}", "/kb/d.md", "", (), i, p, 9, "h"), 0.5, None, 0.0, None, 0.0)
+                  for i, p in enumerate(passages)]
+    reranked = {c.chunk.id: c for c in reranker.rerank(q, candidates)}
+    assert reranked["c0"].semantic_logit == pytest.approx(float(scores[0, 1]), abs=1e-4)
+    assert reranked["c0"].rerank_logit == pytest.approx(float(scores[0, 0]), abs=1e-4)
+
+
+def test_a_reranker_without_a_semantic_part_says_so(tiny_reranker_dir):
+    reranker = Reranker(str(tiny_reranker_dir))
+    assert np.isnan(reranker.scores("battery life?", ["the battery lasts ten hours"])[:, 1]).all()
+    chunk = Chunk("c0", "/kb/d.md", "", (), 0, "the battery lasts ten hours", 6, "h")
+    [c] = reranker.rerank("battery life?", [Candidate(chunk, 0.5, None, 0.0, None, 0.0)])
+    assert c.rerank_logit is not None and c.semantic_logit is None
 
 
 def test_tuning_picks_the_exact_match_weight_that_ranks_held_out_questions_best(tmp_path):
@@ -248,6 +269,7 @@ def test_validation_auroc_compares_answerable_and_unanswerable_within_each_datas
     assert tops[0] > tops[1] > tops[2]  # pooled, the "other" question would put AUROC at 0.5
     report = validate(ce, queries, max_length=64)
     assert report["auroc_top_logit"] == {"robots": 1.0}
+    assert set(report["auroc_top_semantic_logit"]) == {"robots"}  # the lexical model's semantic part, too
     assert report["n_answerable"] == 2 and report["n_unanswerable"] == 1
 
 

@@ -51,8 +51,9 @@ def test_panel_rows_show_every_candidate_with_scores_and_fate(sample_db, tiny_re
     cited_rows = [r for r in rows if r[2]]
     assert len(cited_rows) == len(result.outcome.cited) and cited_rows[0][2] == "[1]"
     first = result.gate.ranked[0]
-    assert rows[0][3] == f"{first.p_relevant:.4f}" and rows[0][4] == f"{first.rerank_logit:.3f}"
-    assert rows[0][6] == f"{first.bm25_score:.3f}" and rows[0][7] == f"{first.vector_distance:.3f}"
+    assert rows[0][3] == f"{first.p_relevant:.4f}" and rows[0][5] == f"{first.rerank_logit:.3f}"
+    assert rows[0][4] == rows[0][6] == ""  # a platt calibration orders by nothing else; no semantic part
+    assert rows[0][8] == f"{first.bm25_score:.3f}" and rows[0][9] == f"{first.vector_distance:.3f}"
     markdown = present.outcome_markdown(result)
     assert "**Sources**" in markdown and os.path.basename(result.outcome.cited[0].doc_path) in markdown
     fig = present.score_chart(result.gate)
