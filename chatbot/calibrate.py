@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from chatbot import metrics
-from chatbot.calibration import Calibration
+from chatbot.calibration import FEATURES, Calibration
 from chatbot.errors import CalibrationError
 
 
@@ -154,9 +154,9 @@ def _fit(method: str, pairs: dict[str, np.ndarray], labels: np.ndarray) -> Calib
 
 
 def _p(calibration: Calibration, pairs: dict[str, np.ndarray], mask=slice(None)) -> np.ndarray:
-    return calibration.p_relevant(pairs["rerank_logit"][mask], cosine_similarity=pairs["cosine_similarity"][mask],
-                                  term_coverage=pairs["term_coverage"][mask],
-                                  semantic_logit=pairs["semantic_logit"][mask] if "semantic_logit" in pairs else None)
+    """p_relevant of the pairs under `mask`; `pairs` is keyed by feature name, as p_relevant reads them."""
+    return calibration.p_relevant(pairs["rerank_logit"][mask],
+                                  **{name: values[mask] for name, values in pairs.items() if name != "rerank_logit"})
 
 
 def _separation(calibration: Calibration, questions: Sequence[LabelledQuestion]) -> float | None:
@@ -190,12 +190,13 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
     if semantic:
         pairs["semantic_logit"] = np.array([x for q in questions for x in q.pair_semantic_logits], dtype=np.float64)
     labels = np.array([y for q in questions for y in q.pair_labels], dtype=np.float64)
+    answering = np.array([q.answerable is not False for q in questions for _ in q.pair_logits], dtype=bool)
     if any(len(v) != len(labels) for v in pairs.values()):
         raise CalibrationError("every labelled pair needs its rerank logit, cosine similarity and term coverage")
     held_question = {q.id: _holdout(q.id, holdout_fraction) for q in questions}
     held = np.array([held_question[q.id] for q in questions for _ in q.pair_logits])
     known = labels >= 0
-    pairs, labels, held = {k: v[known] for k, v in pairs.items()}, labels[known], held[known]
+    pairs, labels, held, answering = {k: v[known] for k, v in pairs.items()}, labels[known], held[known], answering[known]
     if labels.min(initial=1) == labels.max(initial=0):
         raise CalibrationError("calibration needs both relevant and irrelevant pairs in the labelled data")
     if held.all() or not held.any():
@@ -212,9 +213,8 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
     draft = _fit(method, pairs, labels)
     ranking, ranking_check = {}, {"held_out_mrr": {"reranker": None, "ranking": None}, "kept": False}
     if fit_ranking:
-        ranking, ranking_check = _fit_ranking(questions, pairs, labels, held, held_question,
-                                              [q.answerable is not False for q in questions for _ in q.pair_logits],
-                                              known)
+        ranking, ranking_check = _fit_ranking(pairs, labels, held, answering,
+                                              [q for q in judged_part if q.answerable is not False])
     draft = dataclasses.replace(draft, ranking_weights=ranking)
 
     judged = [q for q in questions if q.answerable is not None]
@@ -247,11 +247,12 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
     return calibration, details
 
 
-def _fit_ranking(questions, pairs, labels, held, held_question, answering, known) -> tuple[dict, dict]:
-    """Ranking weights over every feature, fitted on the pairs of questions that have an answer, and
-    the held-out MRR that decided whether to keep them ({} when the reranker's order is as good)."""
-    answering = np.asarray(answering)[known]
-    names = tuple(n for n in ("rerank_logit", "cosine_similarity", "term_coverage", "semantic_logit") if n in pairs)
+def _fit_ranking(pairs: dict[str, np.ndarray], labels: np.ndarray, held: np.ndarray, answering: np.ndarray,
+                 held_questions: Sequence[LabelledQuestion]) -> tuple[dict, dict]:
+    """Ranking weights over every feature, fitted on the pairs of questions that have an answer
+    (`answering`), and the MRR over `held_questions` that decided whether to keep them ({} when the
+    reranker's order is as good)."""
+    names = tuple(n for n in FEATURES if n in pairs)
 
     def fit(mask) -> dict:
         y = labels[mask]
@@ -261,10 +262,9 @@ def _fit_ranking(questions, pairs, labels, held, held_question, answering, known
         return dict(zip(names, (float(v) for v in w)))
 
     trial = fit(answering & ~held)
-    part = [q for q in questions if held_question[q.id] and q.answerable is not False]
 
     def mrr(calibration: Calibration) -> float | None:
-        ranks = [r for r in (q.reciprocal_rank(calibration) for q in part) if r is not None]
+        ranks = [r for r in (q.reciprocal_rank(calibration) for q in held_questions) if r is not None]
         return float(np.mean(ranks)) if ranks else None
 
     reranker_mrr = mrr(Calibration(floor=0.0))

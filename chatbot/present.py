@@ -18,9 +18,8 @@ from chatbot.types import Answer, AskResult, Candidate, Chunk, GateResult, Refus
 REFUSAL_TEXT = "I don't have evidence for that."
 STATUS_LABELS = {"kept": "kept", "below_floor": "below floor", "cut_by_top_n": "cut by top-n",
                  "not_reranked": "past rerank depth"}
-TABLE_HEADERS = ["#", "status", "cited", "p_relevant", "ranking_score", "rerank_logit", "semantic_logit", "rrf_score",
-                 "bm25_score",
-                 "vector_distance", "term_coverage", "document", "heading"]
+TABLE_HEADERS = ["#", "status", "cited", "p_relevant", "ranking_score", "rerank_logit", "semantic_logit",
+                 "rrf_score", "bm25_score", "vector_distance", "term_coverage", "document", "heading"]
 
 
 def where(chunk: Chunk) -> str:
@@ -81,8 +80,9 @@ def candidate_rows(gate: GateResult, cited: Sequence[Chunk] = ()) -> list[list[s
     for rank, c in enumerate(gate.ranked, start=1):
         cited_as = f"[{cited_ids.index(c.chunk.id) + 1}]" if c.chunk.id in cited_ids else ""
         rows.append([str(rank), STATUS_LABELS[gate.status(c.chunk.id)], cited_as, _fmt(c.p_relevant, 4),
-                     _fmt(c.ranking_score), _fmt(c.rerank_logit), _fmt(c.semantic_logit), _fmt(c.rrf_score, 4), _fmt(c.bm25_score),
-                     _fmt(c.vector_distance), _fmt(c.term_coverage, 2), display_path(c.chunk.doc_path), where(c.chunk)])
+                     _fmt(c.ranking_score), _fmt(c.rerank_logit), _fmt(c.semantic_logit), _fmt(c.rrf_score, 4),
+                     _fmt(c.bm25_score), _fmt(c.vector_distance), _fmt(c.term_coverage, 2),
+                     display_path(c.chunk.doc_path), where(c.chunk)])
     return rows
 
 
