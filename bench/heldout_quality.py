@@ -42,7 +42,7 @@ def build_pools(eval_dir: Path, db_uri: str, fraction: float) -> dict[str, list[
 
     from chatbot.calibration import Calibration
     from chatbot.config import Config
-    from chatbot.evaluate import document_id, in_fraction, split_key
+    from chatbot.evaluate import document_id, held_out_filter, in_fraction
     from chatbot.pipeline import Pipeline
     from ingest.beir import ingest_corpus, load_beir
     from ingest.run import ChunkingSettings
@@ -57,15 +57,15 @@ def build_pools(eval_dir: Path, db_uri: str, fraction: float) -> dict[str, list[
                                         calibration=Calibration(floor=0.5))
         ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, chunking)  # no-op when stored
         rows = []
+        held = held_out_filter(dataset.name, dataset.queries, fraction)
         for q in dataset.queries:
-            key = split_key(dataset.name, q)
-            if not in_fraction(key, fraction):
+            if not held(q):
                 continue
             pool = pipeline.retriever.retrieve(q.text, pipeline.embedder.embed_query(q.text)).pool
             passage = min(q.relevant) if q.relevant else q.written_from
             rows.append({"question": q.text, "answerable": q.answerable,
                          "article": passage.rsplit("-", 1)[0] if passage else q.id,
-                         "report_half": not in_fraction(f"tune:{key}", 0.5),
+                         "report_half": not in_fraction(f"tune:{q.id}", 0.5),
                          "pool": [c.chunk.context_text for c in pool],
                          "relevant": [q.relevant.get(document_id(c.chunk.doc_path), 0) > 0 for c in pool]})
         pools[name] = rows

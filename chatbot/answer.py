@@ -86,7 +86,7 @@ def format_source(number: int, chunk: Chunk) -> str:
 
 
 def build_prompt(question: str, evidence: Sequence[Candidate], system: str, user: str,
-                 max_context_tokens: int, encoding: str = "cl100k_base") -> Prompt:
+                 max_context_tokens: int, encoding: str = "cl100k_base", span_floor: float | None = None) -> Prompt:
     """Numbered sources, best first, as many as fit in `max_context_tokens`."""
     enc = get_encoding(encoding)
     blocks: list[str] = []
@@ -100,8 +100,22 @@ def build_prompt(question: str, evidence: Sequence[Candidate], system: str, user
         blocks.append(block)
         sources.append(cand.chunk)
         used += cost
-    user_text = _fill(user, {"sources": "\n\n".join(blocks), "question": question})
+    located = _located_answers(evidence, sources, span_floor)
+    user_text = _fill(user, {"sources": "\n\n".join(blocks), "question": question, "located": located})
+    if located and "{{located}}" not in user:  # a custom template without the slot still gets them
+        user_text = f"{user_text}\n\n{located}"
     return Prompt(({"role": "system", "content": system}, {"role": "user", "content": user_text}), tuple(sources))
+
+
+def _located_answers(evidence: Sequence[Candidate], sources: Sequence[Chunk], span_floor: float | None) -> str:
+    """The reader's answer spans in the supplied sources, as a line for the prompt ("" without any)."""
+    number = {chunk.id: n for n, chunk in enumerate(sources, start=1)}
+    supplied = [c for c in evidence if c.chunk.id in number]
+    spans = [(number[supplied[i].chunk.id], text.replace("\n", " ")) for i, text in answer_spans(supplied, span_floor)]
+    if not spans:
+        return ""
+    return "Located answer spans (found by a reader model; check them against the source): " + "; ".join(
+        f'"{text}" [{n}]' for n, text in spans)
 
 
 def resolve_citations(text: str, sources: Sequence[Chunk]) -> tuple[str, tuple[Chunk, ...], tuple[str, ...]]:
@@ -261,11 +275,45 @@ def split_sentences(text: str) -> list[str]:
 
 
 EXTRACTIVE_NOTE = "No LLM is configured, so this answer quotes the most relevant sentences of the evidence."
+LEAD_WORDS = 30
+
+
+def answer_spans(evidence: Sequence[Candidate], span_floor: float | None, most: int = 2,
+                 within: float = 2.0) -> list[tuple[int, str]]:
+    """The reader's answer spans worth stating, as (index into `evidence`, span text), best first: the
+    best span, and another chunk's different span when the reader rates it nearly as high (a
+    question a knowledge base answers in two places). Only spans whose answer margin reaches
+    `span_floor` count (the calibration's, fitted where the reader's spans were right): a wrong fact
+    stated first is worse than a quote. Empty when `span_floor` is None or without a reader."""
+    if span_floor is None:
+        return []
+    found = sorted(((c.answer_margin, i, c.answer_text) for i, c in enumerate(evidence)
+                    if c.answer_text and c.answer_margin is not None and c.answer_margin >= max(span_floor, 0.0)
+                    and withhold_instructions(c.answer_text) == c.answer_text), key=lambda t: -t[0])
+    chosen: list[tuple[int, str]] = []
+    for margin, i, text in found:
+        if len(chosen) >= most:
+            break
+        if chosen and (margin < found[0][0] - within or text.lower() in {t.lower() for _, t in chosen}):
+            continue
+        chosen.append((i, text))
+    return chosen
+
+
+def lead_sentence(answer_text: str, max_words: int = LEAD_WORDS) -> str:
+    """What a reader sees first: the answer's first line or sentence, without citation markers, at most
+    `max_words` words."""
+    first = answer_text.strip().split("\n", 1)[0]
+    sentences = split_sentences(first) or [first]
+    words = " ".join(_CITATION.sub(" ", sentences[0]).split()[:max_words])
+    return re.sub(r" ([.,;:!?])", r"\1", words)
 
 
 def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Callable[[list[str]], np.ndarray],
-                      max_sentences: int = 3, note: str = EXTRACTIVE_NOTE) -> Answer:
-    """Quote the sentences of the kept chunks closest to the question, each with its citation."""
+                      max_sentences: int = 3, note: str = EXTRACTIVE_NOTE, span_floor: float | None = None) -> Answer:
+    """State the reader's answer span(s) first, each cited, then quote the sentence that holds the best
+    one and the other sentences of the kept chunks closest to the question, each with its citation.
+    Without a reader (or a span), the quotes alone."""
     sentences: list[tuple[int, str]] = []
     for i, cand in enumerate(evidence):
         # Text aimed at a model is no answer for the reader either.
@@ -277,12 +325,22 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
     # Evidence more likely relevant (p_relevant) gets a head start; within a chunk, semantic closeness decides.
     p = np.array([evidence[i].p_relevant or 0.0 for i, _ in sentences])
     score = similarity + 0.25 * p
-    chosen = sorted(np.argsort(-score)[:max_sentences], key=lambda k: (sentences[k][0], k))
+    spans = answer_spans(evidence, span_floor)
+    if spans:  # the sentence that holds the best span comes first among the quotes
+        best_chunk, best_text = spans[0]
+        holder = [k for k, (i, sentence) in enumerate(sentences) if i == best_chunk and best_text in sentence]
+        score[holder[:1]] = np.inf
+    picked = list(np.argsort(-score)[:max_sentences])
+    chosen = picked[:1] + sorted(picked[1:], key=lambda k: (sentences[k][0], k)) if spans else \
+        sorted(picked, key=lambda k: (sentences[k][0], k))
     order: list[int] = []
-    parts = []
-    for k in chosen:
-        chunk_index, sentence = sentences[k]
+
+    def cite(chunk_index: int) -> str:
         if chunk_index not in order:
             order.append(chunk_index)
-        parts.append(f"{sentence} [{order.index(chunk_index) + 1}]")
-    return Answer(text=" ".join(parts), cited=tuple(evidence[i].chunk for i in order), mode="extractive", note=note)
+        return f"[{order.index(chunk_index) + 1}]"
+
+    lead = "; ".join(f"{text} {cite(i)}" for i, text in spans)
+    quotes = " ".join(f"{sentences[k][1]} {cite(sentences[k][0])}" for k in chosen)
+    text = f"{lead}\n\n{quotes}" if lead else quotes
+    return Answer(text=text, cited=tuple(evidence[i].chunk for i in order), mode="extractive", note=note)

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from chatbot import metrics
-from chatbot.calibration import FEATURES, Calibration
+from chatbot.calibration import FEATURES, Calibration, question_features
 from chatbot.errors import CalibrationError
 
 
@@ -85,6 +86,25 @@ class LabelledQuestion:
     pair_coverages: tuple[float, ...]  # share of the question's content words in each pair's chunk
     # the reranker's semantic logit of each pair; empty, or None for a pair, when it has none
     pair_semantic_logits: tuple[float | None, ...] = ()
+    # the reader's answer margin of each pair (best span score minus no-answer score); empty without a reader
+    pair_answer_margins: tuple[float | None, ...] = ()
+    source: str = ""  # its article or source: held-out parts keep one source's questions together
+    # the reader's best span for it (highest margin) and whether that span was right (F1 >= 0.5 against
+    # the gold answers); None where there is no reader or no gold answer
+    span_margin: float | None = None
+    span_correct: bool | None = None
+    # the kind of input it is (its dataset, asked as a question or as keywords): the floor must meet its
+    # target for every kind, not only on average, or one kind (claims, keyword queries) pays for the rest
+    group: str = ""
+
+    @property
+    def has_reader(self) -> bool:
+        return len(self.pair_answer_margins) == len(self.pair_logits) and None not in self.pair_answer_margins
+
+    def question_features(self, calibration: Calibration) -> dict:
+        return question_features(self.pair_logits, self.pair_semantic_logits if self.has_semantic else None,
+                                 self.pair_cosines, self.pair_answer_margins if self.has_reader else None,
+                                 self.p_relevant(calibration) if self.pair_logits else None)
 
     @property
     def has_semantic(self) -> bool:
@@ -127,6 +147,17 @@ def choose_floor(top_p: np.ndarray, answerable: np.ndarray, target_refusal_preci
         if ok:
             best = max(best, float(floor))
     return min(best, 1.0)
+
+
+def choose_floor_per_group(top_p: np.ndarray, answerable: np.ndarray, groups: Sequence[str],
+                           target_refusal_precision: float | None, max_false_refusal_rate: float | None) -> float:
+    """The highest floor that meets the target within every group that has answerable questions (the
+    lowest of their floors): a 5% false-refusal budget spent on one kind of input alone would refuse
+    far more of that kind. One group: `choose_floor`."""
+    groups = np.asarray(groups)
+    floors = [choose_floor(top_p[groups == g], answerable[groups == g], target_refusal_precision,
+                           max_false_refusal_rate) for g in np.unique(groups) if answerable[groups == g].any()]
+    return min(floors) if floors else choose_floor(top_p, answerable, target_refusal_precision, max_false_refusal_rate)
 
 
 # The candidate mappings: name -> the FEATURES a logistic regression reads (platt and isotonic read
@@ -172,7 +203,7 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
                     chunking_fingerprint: str = "", *, target_refusal_precision: float | None = 0.9,
                     max_false_refusal_rate: float | None = None, holdout_fraction: float = 0.3,
                     methods: Sequence[str] = METHODS_TRIED, fit_ranking: bool = True,
-                    notes: dict | None = None) -> tuple[Calibration, dict]:
+                    fit_answerability: bool = True, notes: dict | None = None) -> tuple[Calibration, dict]:
     if not questions:
         raise CalibrationError("no labelled questions to calibrate on")
     unknown = set(methods) - set(METHODS_TRIED)
@@ -193,7 +224,7 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
     answering = np.array([q.answerable is not False for q in questions for _ in q.pair_logits], dtype=bool)
     if any(len(v) != len(labels) for v in pairs.values()):
         raise CalibrationError("every labelled pair needs its rerank logit, cosine similarity and term coverage")
-    held_question = {q.id: _holdout(q.id, holdout_fraction) for q in questions}
+    held_question = _held_questions(questions, holdout_fraction)
     held = np.array([held_question[q.id] for q in questions for _ in q.pair_logits])
     known = labels >= 0
     pairs, labels, held, answering = {k: v[known] for k, v in pairs.items()}, labels[known], held[known], answering[known]
@@ -221,7 +252,8 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
     top_p = np.array([q.p_relevant(draft).max() if q.pair_logits else 0.0 for q in judged])
     answerable = np.array([q.answerable for q in judged], dtype=bool)
     if (~answerable).any():
-        floor = choose_floor(top_p, answerable, target_refusal_precision, max_false_refusal_rate)
+        floor = choose_floor_per_group(top_p, answerable, [q.group for q in judged], target_refusal_precision,
+                                       max_false_refusal_rate)
     elif len(top_p):
         # No unanswerable questions: the floor can only be set by the false-refusal budget.
         floor = float(np.quantile(top_p, max_false_refusal_rate if max_false_refusal_rate is not None else 0.05))
@@ -238,11 +270,33 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
         "ece": metrics.reliability(_p(draft, pairs), labels)["ece"],
         "auroc_top_p": metrics.auroc(top_p[answerable], top_p[~answerable]) if (~answerable).any() else None,
     }
+    answerability, answerability_check = {}, None
+    if fit_answerability and (~answerable).any() and answerable.any():
+        answerability, answerability_check = _fit_answerability(judged, draft, holdout_fraction)
+    answerability_floor = 0.0
+    if answerability:
+        draft = dataclasses.replace(draft, answerability_weights=answerability)
+        p_answerable = np.array([draft.p_answerable(q.question_features(draft)) for q in judged])
+        answerability_floor = choose_floor_per_group(p_answerable, answerable, [q.group for q in judged],
+                                                     target_refusal_precision, max_false_refusal_rate)
+        details["answerability"] = {
+            **answerability_check, "floor": answerability_floor,
+            "auroc": metrics.auroc(p_answerable[answerable], p_answerable[~answerable]),
+            "trade_off": [metrics.refusal_at_floor(p_answerable, answerable, f)
+                          for f in sorted({0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, round(answerability_floor, 4)})]}
+    span_floor, span_check = fit_span_floor([(q.span_margin, q.span_correct) for q in questions
+                                             if q.span_margin is not None and q.span_correct is not None])
+    details["answer_span"] = span_check
     calibration = dataclasses.replace(
-        draft, floor=round(floor, 6), reranker_fingerprint=reranker_fingerprint,
+        # rounded down: a floor rounded up past a question's score would refuse it against the target
+        draft, answer_span_floor=span_floor, floor=math.floor(floor * 1e6) / 1e6,
+        answerability_floor=math.floor(answerability_floor * 1e6) / 1e6,
+        reranker_fingerprint=reranker_fingerprint,
         embedder_fingerprint=embedder_fingerprint if draft.reads_cosine else "",
         chunking_fingerprint=chunking_fingerprint,
-        notes={**(notes or {}), "fit": {k: v for k, v in details.items() if k != "trade_off"}},
+        notes={**(notes or {}), "fit": {k: v for k, v in details.items() if k not in ("trade_off", "answerability")},
+               **({"answerability": {k: v for k, v in details["answerability"].items() if k != "trade_off"}}
+                  if answerability else {})},
     )
     return calibration, details
 
@@ -272,6 +326,82 @@ def _fit_ranking(pairs: dict[str, np.ndarray], labels: np.ndarray, held: np.ndar
     keep = trial_mrr is not None and reranker_mrr is not None and trial_mrr > reranker_mrr
     check = {"held_out_mrr": {"reranker": reranker_mrr, "ranking": trial_mrr}, "kept": keep}
     return (fit(answering) if keep else {}), check
+
+
+# P(answerable) candidates: name -> the QUESTION_FEATURES its logistic regression reads. Those naming a
+# feature some question lacks (a semantic logit, a reader margin) are not tried.
+ANSWERABILITY_FEATURES = {
+    "best_p_relevant": ("best_p_relevant",),
+    "logit+cosine": ("best_rerank_logit", "best_cosine_similarity"),
+    "semantic+cosine": ("best_semantic_logit", "best_cosine_similarity"),
+    "reader": ("best_answer_margin",),
+    "semantic+reader": ("best_semantic_logit", "best_answer_margin"),
+    "semantic+cosine+reader": ("best_semantic_logit", "best_cosine_similarity", "best_answer_margin"),
+}
+
+
+SPAN_PRECISION = 0.8  # a span is stated first only where the reader's spans were right this often
+MIN_SPANS = 20
+
+
+def fit_span_floor(spans: Sequence[tuple[float, bool]], precision: float = SPAN_PRECISION,
+                   least: int = MIN_SPANS) -> tuple[float | None, dict]:
+    """The lowest answer margin from which the reader's best spans were right (`spans`: margin, right?)
+    at least `precision` of the time, over at least `least` spans; None when no margin manages it (then
+    answers quote sentences and state no span)."""
+    ranked = sorted(spans, key=lambda s: -s[0])
+    right = np.cumsum([ok for _, ok in ranked])
+    floor = None
+    for k in range(least, len(ranked) + 1):
+        if right[k - 1] / k >= precision and (k == len(ranked) or ranked[k][0] < ranked[k - 1][0]):
+            floor = float(ranked[k - 1][0])
+    stated = [ok for m, ok in ranked if floor is not None and m >= floor]
+    return floor, {"n_spans": len(ranked), "right": int(right[-1]) if ranked else 0, "floor": floor,
+                   "stated": len(stated), "precision_stated": float(np.mean(stated)) if stated else None}
+
+
+def _held_questions(questions: Sequence[LabelledQuestion], fraction: float) -> dict[str, bool]:
+    """Which questions judge the candidates: whole sources (articles) where there are enough of them to
+    put some on each side, else single questions."""
+    by_source = {q.id: _holdout(q.source or q.id, fraction) for q in questions}
+    sources = {(q.source or q.id, by_source[q.id]) for q in questions}
+    if sum(held for _, held in sources) >= 3 and sum(not held for _, held in sources) >= 3:
+        return by_source
+    return {q.id: _holdout(q.id, fraction) for q in questions}
+
+
+def _fit_answerability(judged: Sequence[LabelledQuestion], pairs: Calibration,
+                       holdout_fraction: float) -> tuple[dict, dict]:
+    """P(answerable) weights over QUESTION_FEATURES, and how the candidates fared on held-out questions
+    (log loss, AUROC, ECE). The winner has the lowest held-out log loss, the measure of a probability
+    as a person reads it; it is then refitted on every question."""
+    judged = [q for q in judged if q.pair_logits]
+    features = [q.question_features(pairs) for q in judged]
+    labels = np.array([q.answerable for q in judged], dtype=np.float64)
+    held_map = _held_questions(judged, holdout_fraction)
+    held = np.array([held_map[q.id] for q in judged])
+    if held.all() or not held.any() or labels[~held].min() == labels[~held].max():
+        held = np.arange(len(judged)) % 3 == 0
+    tried = {}
+    for name, names in ANSWERABILITY_FEATURES.items():
+        if any(f[n] is None for f in features for n in names):
+            continue
+        x = np.array([[f[n] for n in names] for f in features], dtype=np.float64)
+        *w, b = fit_logistic(x[~held], labels[~held], l2=1e-2)
+        p = 1.0 / (1.0 + np.exp(-(x[held] @ np.array(w) + b)))
+        y = labels[held]
+        tried[name] = {"log_loss": metrics.log_loss(p, y), "ece": metrics.reliability(p, y)["ece"],
+                       "auroc": metrics.auroc(p[y == 1], p[y == 0]) if 0 < y.sum() < len(y) else None,
+                       "reliability": metrics.reliability(p, y)["bins"]}
+    if not tried:
+        return {}, {"held_out": {}}
+    name = min(tried, key=lambda n: tried[n]["log_loss"])
+    names = ANSWERABILITY_FEATURES[name]
+    x = np.array([[f[n] for n in names] for f in features], dtype=np.float64)
+    *w, b = fit_logistic(x, labels, l2=1e-2)
+    weights = {**dict(zip(names, (float(v) for v in w))), "intercept": float(b)}
+    return weights, {"method": name, "held_out": tried, "n_held_out": int(held.sum()),
+                     "n_questions": len(judged), "n_answerable": int(labels.sum())}
 
 
 def questions_from_traces(traces: Sequence[dict], reranker_fingerprint: str,
@@ -313,5 +443,6 @@ def questions_from_traces(traces: Sequence[dict], reranker_fingerprint: str,
                           else term_coverage(terms, c["text"]) for c in candidates)  # traces older than the field
         out.append(LabelledQuestion(trace["trace_id"], answerable, tuple(float(c["rerank_logit"]) for c in candidates),
                                     tuple(labels), tuple(1.0 - float(c["vector_distance"]) for c in candidates),
-                                    coverages, tuple(c.get("semantic_logit") for c in candidates)))
+                                    coverages, tuple(c.get("semantic_logit") for c in candidates),
+                                    tuple(c.get("answer_margin") for c in candidates)))
     return out

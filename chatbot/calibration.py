@@ -28,6 +28,26 @@ from chatbot.errors import CalibrationError
 METHODS = ("platt", "isotonic", "logistic")
 # what "logistic" may read of a candidate
 FEATURES = ("rerank_logit", "cosine_similarity", "term_coverage", "semantic_logit")
+# What P(answerable) may read of a question: the best of its read candidates' scores. The reader's
+# `answer_margin` (best span score minus no-answer score) asks whether a passage holds an answer;
+# the others ask whether a passage is about the question.
+QUESTION_FEATURES = ("best_rerank_logit", "best_semantic_logit", "best_cosine_similarity", "best_answer_margin",
+                     "best_p_relevant")
+
+
+def question_features(rerank_logit, semantic_logit=None, cosine_similarity=None, answer_margin=None,
+                      p_relevant=None) -> dict[str, float | None]:
+    """The question's QUESTION_FEATURES from its read candidates' scores (each a sequence aligned with
+    `rerank_logit`); a feature is None when some candidate lacks it, and every one is None with no candidates."""
+    def best(values):
+        if values is None or not len(values) or any(v is None for v in values):
+            return None
+        values = np.asarray(values, dtype=np.float64)
+        return None if np.isnan(values).any() else float(values.max())
+
+    return {"best_rerank_logit": best(rerank_logit), "best_semantic_logit": best(semantic_logit),
+            "best_cosine_similarity": best(cosine_similarity), "best_answer_margin": best(answer_margin),
+            "best_p_relevant": best(p_relevant)}
 
 
 @dataclass(frozen=True)
@@ -45,6 +65,15 @@ class Calibration:
     # ranking (empty: the reranker's own order). Apart from `weights` because the scores that best
     # tell which chunk answers are not the ones that best tell whether any chunk does.
     ranking_weights: dict = field(default_factory=dict, hash=False)
+    # P(answerable): a logistic regression on QUESTION_FEATURES ("intercept" too), and the floor on it.
+    # When set, it decides refusal: a question is answered when P(answerable) >= answerability_floor,
+    # and `floor` then only says which read chunks may serve as its evidence. Empty: the older rule,
+    # a question is answered when some chunk's p_relevant clears `floor`.
+    answerability_weights: dict = field(default_factory=dict, hash=False)
+    answerability_floor: float = 0.0
+    # The reader's answer margin from which its span is stated first in an answer, fitted where its spans
+    # were right (F1 >= 0.5) for 80% of held-out questions; None: spans are shown in the panel, not stated.
+    answer_span_floor: float | None = None
     reranker_fingerprint: str = ""  # empty = not tied to a model (a hand-set default)
     embedder_fingerprint: str = ""  # set when the mapping reads cosine similarity, which the embedder defines
     chunking_fingerprint: str = ""  # chunk size and overlap shape every score's distribution
@@ -62,13 +91,44 @@ class Calibration:
             if unknown:
                 raise CalibrationError(f"calibration {key} name unknown feature(s) {sorted(unknown)}; "
                                        f"known: {', '.join(FEATURES)}")
+        if not 0.0 <= self.answerability_floor <= 1.0:
+            raise CalibrationError(f"calibration answerability_floor must be a probability in [0, 1], "
+                                   f"got {self.answerability_floor}")
+        unknown = set(self.answerability_weights) - set(QUESTION_FEATURES) - {"intercept"}
+        if unknown:
+            raise CalibrationError(f"calibration answerability_weights name unknown feature(s) {sorted(unknown)}; "
+                                   f"known: {', '.join(QUESTION_FEATURES)}")
         if self.method == "logistic" and not set(self.weights) & set(FEATURES):
             raise CalibrationError(f"logistic calibration needs weights for some of {', '.join(FEATURES)}")
 
     @property
     def reads_cosine(self) -> bool:
         return (self.method == "logistic" and bool(self.weights.get("cosine_similarity"))
-                or bool(self.ranking_weights.get("cosine_similarity")))
+                or bool(self.ranking_weights.get("cosine_similarity"))
+                or bool(self.answerability_weights.get("best_cosine_similarity")))
+
+    @property
+    def judges_answerability(self) -> bool:
+        return bool(self.answerability_weights)
+
+    def p_answerable(self, features: Mapping[str, float | None]) -> float | None:
+        """P(the evidence answers the question), from `question_features`; None without answerability
+        weights. A question with no read candidates has probability 0."""
+        if not self.answerability_weights:
+            return None
+        if all(v is None for v in features.values()):
+            return 0.0
+        linear = float(self.answerability_weights.get("intercept", 0.0))
+        for name, weight in self.answerability_weights.items():
+            if name == "intercept" or not weight:
+                continue
+            value = features.get(name)
+            if value is None:
+                raise CalibrationError(f"this calibration's P(answerable) reads {name}, and none was given" + (
+                    ": the reranker has no reader, so fit a calibration for it with `chatbot calibrate`"
+                    if name == "best_answer_margin" else ""))
+            linear += weight * float(value)
+        return float(1.0 / (1.0 + np.exp(-linear)))
 
     def ranking_score(self, rerank_logit, **features) -> np.ndarray | None:
         """Per pair, the score the gate orders candidates by (higher first); None: keep the reranker's order."""
@@ -123,10 +183,12 @@ class Calibration:
         try:
             d["isotonic_x"] = tuple(float(x) for x in d.get("isotonic_x", ()))
             d["isotonic_y"] = tuple(float(y) for y in d.get("isotonic_y", ()))
-            for k in ("floor", "platt_a", "platt_b"):
+            for k in ("floor", "platt_a", "platt_b", "answerability_floor"):
                 if k in d:
                     d[k] = float(d[k])
-            for key in ("weights", "ranking_weights"):
+            if d.get("answer_span_floor") is not None:
+                d["answer_span_floor"] = float(d["answer_span_floor"])
+            for key in ("weights", "ranking_weights", "answerability_weights"):
                 if not isinstance(d.get(key, {}), dict):
                     raise TypeError(f"'{key}' must map feature names to numbers")
                 d[key] = {str(k): float(v) for k, v in d.get(key, {}).items()}

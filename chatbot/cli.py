@@ -15,7 +15,7 @@ from pathlib import Path
 
 from chatbot.config import Config, load_config
 from chatbot.errors import CalibrationError, ChatbotError, ConfigError, LLMError
-from chatbot.present import REFUSAL_TEXT, where
+from chatbot.present import REFUSAL_TEXT, near_misses_heading, refusal_scores, where
 from chatbot.present import display_path as _display_path
 from chatbot.types import AskResult, Refusal
 
@@ -147,10 +147,9 @@ def format_result(result: AskResult) -> str:
     outcome = result.outcome
     if isinstance(outcome, Refusal):
         out.append(REFUSAL_TEXT)
-        best = f"{outcome.best_p_relevant:.2f}" if outcome.best_p_relevant is not None else "n/a"
-        out.append(f"  {outcome.reason} (best p_relevant {best}, floor {outcome.floor:.2f})")
+        out.append(f"  {outcome.reason} ({refusal_scores(outcome)})")
         if outcome.near_misses:
-            out.append("  Closest passages, below the evidence floor:")
+            out.append(f"  {near_misses_heading(outcome)}:")
             for c in outcome.near_misses:
                 out.append(f"    - {where(c.chunk)} ({_display_path(c.chunk.doc_path)}), p_relevant {c.p_relevant:.2f}")
         return "\n".join(out)
@@ -189,42 +188,56 @@ def cmd_ask(args) -> int:
 
 
 def _eval_outcomes(args, config: Config, fitting: bool = False):
-    """Ingest a BEIR set into its own table (reused when unchanged) and run its queries."""
+    """Ingest each BEIR set into its own table (reused when unchanged) and run its queries; returns the
+    last set's pipeline and every set's outcomes."""
     import dataclasses
 
     from tqdm import tqdm
 
     from chatbot.calibration import Calibration
-    from chatbot.evaluate import EXTRA_PREFIX, LabelledQuery, in_fraction, run_queries, split_key
+    from chatbot.evaluate import (EXTRA_PREFIX, LabelledQuery, as_keywords, held_out_filter, leave_gold_out,
+                                  run_queries)
     from chatbot.pipeline import Pipeline
     from ingest.beir import ingest_corpus, load_beir
     from ingest.run import ChunkingSettings
 
-    dataset = load_beir(args.dataset, split=args.split)
     held_out = args.held_out_fraction
 
-    def keep(name: str, q) -> bool:
-        # The same split as train-reranker's validation: measure only on questions it never trained on.
-        return not held_out or in_fraction(split_key(name, q), held_out)
+    def held(beir_set):
+        # The same split as train-reranker's validation (by article): measure only on questions whose
+        # articles it never trained on.
+        return held_out_filter(beir_set.name, beir_set.queries, held_out) if held_out else (lambda q: True)
 
-    queries = [q for q in dataset.queries if keep(dataset.name, q)]
-    for extra in args.extra_unanswerable or []:
-        other = load_beir(extra, split=None)
-        queries.extend(LabelledQuery(f"{EXTRA_PREFIX}{q.id}", q.text, {}, answerable=False)
-                       for q in other.queries if keep(other.name, q))
-    queries = _sample(queries, args.limit)
-    table = args.table or f"eval_{_safe_name(dataset.name)}"
-    config = dataclasses.replace(config, table=table)
-    # Fitting a calibration needs only logits: do not require the (maybe absent) current one.
-    pipeline = Pipeline.from_config(config, calibration=Calibration(floor=0.5) if fitting else None)
-    settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
-
-    written = ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, settings,
-                            progress=_corpus_progress(dataset.name))
-    print(f"corpus {dataset.corpus_path}: {pipeline.store.count()} chunks in table '{table}'"
-          f"{f' ({written} written)' if written else ' (unchanged, reused)'}", file=sys.stderr)
-    with tqdm(total=len(queries), unit="q", desc="queries", file=sys.stderr, mininterval=2) as bar:
-        outcomes = run_queries(pipeline, queries, on_done=bar.update)
+    folders = args.dataset if isinstance(args.dataset, list) else [args.dataset]
+    pipeline, outcomes = None, []
+    for folder in folders:
+        dataset = load_beir(folder, split=args.split)
+        keep = held(dataset)
+        queries = [q for q in dataset.queries if keep(q)]
+        if getattr(args, "leave_gold_out", False):
+            queries += leave_gold_out(queries)
+        for extra in args.extra_unanswerable or []:
+            if Path(extra).resolve() == Path(folder).resolve():
+                continue  # a set's own questions are answerable here
+            other = load_beir(extra, split=None)
+            keep_other = held(other)
+            queries.extend(LabelledQuery(f"{EXTRA_PREFIX}{q.id}", q.text, {}, answerable=False, source=q.source)
+                           for q in other.queries if keep_other(q))
+        queries = _sample(queries, args.limit)
+        if getattr(args, "keyword_queries", False):
+            queries += as_keywords(queries)
+        table = args.table if args.table and len(folders) == 1 else f"eval_{_safe_name(dataset.name)}"
+        table_config = dataclasses.replace(config, table=table)
+        # Fitting a calibration needs only logits: do not require the (maybe absent) current one.
+        pipeline = Pipeline.from_config(table_config, calibration=Calibration(floor=0.5) if fitting else None)
+        settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+        written = ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, settings,
+                                progress=_corpus_progress(dataset.name))
+        print(f"corpus {dataset.corpus_path}: {pipeline.store.count()} chunks in table '{table}'"
+              f"{f' ({written} written)' if written else ' (unchanged, reused)'}", file=sys.stderr)
+        with tqdm(total=len(queries), unit="q", desc=f"queries {dataset.name}", file=sys.stderr, mininterval=2) as bar:
+            outcomes += [dataclasses.replace(o, dataset=dataset.name)
+                         for o in run_queries(pipeline, queries, on_done=bar.update, answers=not fitting)]
     return pipeline, outcomes
 
 
@@ -258,7 +271,7 @@ def cmd_eval(args) -> int:
     config = _config(args)
     pipeline, outcomes = _eval_outcomes(args, config)
     report = full_report(outcomes, pipeline)
-    report["dataset"] = str(args.dataset)
+    report["dataset"] = [str(d) for d in args.dataset]
     report["config"] = config.public_dict()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,7 +283,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from chatbot.calibrate import LabelledQuestion, fit_calibration
+    from chatbot.calibrate import SPAN_PRECISION, LabelledQuestion, fit_calibration
 
     config = _config(args)
     if args.from_traces:
@@ -279,9 +292,17 @@ def cmd_calibrate(args) -> int:
         if not args.dataset:
             raise ConfigError("calibrate needs a BEIR-format folder to fit on, or --from-traces")
         pipeline, outcomes = _eval_outcomes(args, config, fitting=True)
+        from chatbot.evaluate import KEYWORD_PREFIX
+        from chatbot.metrics import span_f1
+
         questions = [LabelledQuestion(o.query.id, o.query.answerable, o.pair_logits, o.pair_labels, o.pair_cosines,
-                                      o.pair_coverages, o.pair_semantic_logits) for o in outcomes]
-        notes = {"dataset": str(args.dataset), "extra_unanswerable": args.extra_unanswerable or [],
+                                      o.pair_coverages, o.pair_semantic_logits, o.pair_answer_margins, o.query.source,
+                                      span_margin=o.predicted_span_margin if o.query.answers else None,
+                                      span_correct=(span_f1(o.predicted_span or "", o.query.answers) >= 0.5
+                                                    if o.query.answers and o.predicted_span is not None else None),
+                                      group=o.dataset + (" as keywords" if o.query.id.startswith(KEYWORD_PREFIX) else ""))
+                     for o in outcomes]
+        notes = {"dataset": [str(d) for d in args.dataset], "leave_gold_out": args.leave_gold_out, "extra_unanswerable": args.extra_unanswerable or [],
                  "limit": args.limit, "held_out_fraction": args.held_out_fraction}
     notes.update({"embedder": pipeline.embedder.fingerprint, "pool_size": config.pool_size})
     calibration, details = fit_calibration(
@@ -303,8 +324,29 @@ def cmd_calibrate(args) -> int:
         mark = "  <- chosen" if abs(row["floor"] - calibration.floor) < 1e-4 else ""
         print(f"{row['floor']:>8.3f}{row['refusal_precision']:>14.3f}{row['refusal_recall']:>13.3f}"
               f"{row['false_refusal_rate']:>16.3f}{row['coverage']:>10.3f}{mark}")
+    if "answerability" in details:
+        a = details["answerability"]
+        print(f"\nP(answerable), question level: {a['method']}, fitted on {a['n_questions']} questions "
+              f"({a['n_answerable']} answerable); held-out ({a['n_held_out']}) log loss / ECE / AUROC:")
+        for name, m in a["held_out"].items():
+            mark = "  <- chosen" if name == a["method"] else ""
+            print(f"  {name:<24}{m['log_loss']:.4f} / {m['ece']:.4f} / "
+                  + ("n/a" if m["auroc"] is None else f"{m['auroc']:.3f}") + mark)
+        print(f"\n{'floor':>8}{'refusal prec':>14}{'refusal rec':>13}{'false refusals':>16}{'coverage':>10}  (P(answerable))")
+        for row in a["trade_off"]:
+            mark = "  <- chosen" if abs(row["floor"] - calibration.answerability_floor) < 1e-4 else ""
+            print(f"{row['floor']:>8.3f}{row['refusal_precision']:>14.3f}{row['refusal_recall']:>13.3f}"
+                  f"{row['false_refusal_rate']:>16.3f}{row['coverage']:>10.3f}{mark}")
+    spans = details["answer_span"]
+    if spans["n_spans"]:
+        print(f"\nreader spans: {spans['right']} of {spans['n_spans']} right (F1 >= 0.5); "
+              + (f"stated from answer margin {spans['floor']:.2f} ({spans['stated']} spans, "
+                 f"{spans['precision_stated']:.2f} right)" if spans["floor"] is not None
+                 else f"no margin gives {SPAN_PRECISION:.0%} right spans: answers quote, spans are not stated"))
     calibration.save(args.out)
-    print(f"\ncalibration written to {args.out} (floor {calibration.floor:.4f}, reranker {calibration.reranker_fingerprint})")
+    print(f"\ncalibration written to {args.out} (floor {calibration.floor:.4f}"
+          + (f", answerability floor {calibration.answerability_floor:.4f}" if calibration.judges_answerability else "")
+          + f", reranker {calibration.reranker_fingerprint})")
     return 0
 
 
@@ -335,7 +377,7 @@ def cmd_train_reranker(args) -> int:
     from tqdm import tqdm
 
     from chatbot.calibration import Calibration
-    from chatbot.evaluate import document_id, in_fraction, split_key
+    from chatbot.evaluate import document_id, held_out_filter, in_fraction
     from chatbot.pipeline import Pipeline
     from chatbot.train import (TrainingExample, TrainSettings, ValidationQuery, base_tokenizer, has_lexical_term,
                                save_model, train, tune_lexical_weight, validate, write_training_report)
@@ -346,6 +388,7 @@ def cmd_train_reranker(args) -> int:
     settings = TrainSettings(layers=args.layers, max_length=args.max_length, steps=args.steps,
                              max_minutes=args.max_minutes, seed=args.seed, head=args.head, lr=args.lr,
                              group_size=args.group_size, threads=args.threads, init=args.init or "",
+                             reader=args.reader, span_pairs=args.span_pairs,
                              lexical=(bool(args.init) or args.head == "segment-cosine") and not args.no_lexical)
     chunking = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
     examples: list[TrainingExample] = []
@@ -366,18 +409,20 @@ def cmd_train_reranker(args) -> int:
             doc = document_id(c.doc_path)
             if doc not in first_chunk or c.position < first_chunk[doc].position:
                 first_chunk[doc] = c
-        queries = _sample(list(dataset.queries), args.limit)
+        queries = _sample(list(dataset.queries), args.limit or len(dataset.queries))
         vectors = pipeline.embedder.embed_documents([q.text for q in queries])
-        n_train = n_val = n_unanswerable = 0
+        n_train = n_val = n_unanswerable = n_left_out = 0
+        held = held_out_filter(dataset.name, dataset.queries, args.validation_fraction)
         for q, vec in tqdm(list(zip(queries, vectors)), desc=f"mine pools {dataset.name}", unit="q", file=sys.stderr,
                            mininterval=2):
             pool = pipeline.retriever.retrieve(q.text, vec).pool
             relevant = [q.relevant.get(document_id(c.chunk.doc_path), 0) > 0 for c in pool]
-            key = split_key(dataset.name, q)
-            if in_fraction(key, args.validation_fraction):
+            if held(q):
+                if args.validation_limit and n_val >= args.validation_limit:
+                    continue  # `queries` is in a fixed hash order, so this is a fixed sample
                 held_out = ValidationQuery(q.text, tuple(c.chunk.context_text for c in pool), tuple(relevant),
-                                           q.answerable, dataset.name)
-                (tuning if settings.lexical and in_fraction(f"tune:{key}", 0.5) else validation).append(held_out)
+                                           q.answerable, dataset.name, q.answers)
+                (tuning if settings.lexical and in_fraction(f"tune:{q.id}", 0.5) else validation).append(held_out)
                 n_val += 1
             elif q.answerable:
                 positives = [c.chunk.context_text for c, r in zip(pool, relevant) if r]
@@ -385,8 +430,14 @@ def cmd_train_reranker(args) -> int:
                     positives = [first_chunk[d].context_text for d in q.relevant if d in first_chunk]
                 negatives = [c.chunk.context_text for c, r in zip(pool, relevant) if not r]
                 if positives and negatives:
-                    examples.append(TrainingExample(q.text, tuple(positives), tuple(negatives)))
+                    examples.append(TrainingExample(q.text, tuple(positives), tuple(negatives), q.answers))
                     n_train += 1
+                    # Leave gold out: the same question with its relevant passages taken from the pool is on
+                    # topic and unanswered, the case users meet, in every labelled set (not only SQuAD's).
+                    if not args.no_unanswerable and in_fraction(f"leave-gold-out:{q.id}", args.leave_gold_out):
+                        examples.append(TrainingExample(q.text, (), tuple(negatives)))
+                        n_train += 1
+                        n_left_out += 1
             elif not args.no_unanswerable:
                 # Its own passage leads the group: written to look answered by it, the hardest negative.
                 own = [c.chunk.context_text for c in pool if document_id(c.chunk.doc_path) == q.written_from]
@@ -397,8 +448,8 @@ def cmd_train_reranker(args) -> int:
                     examples.append(TrainingExample(q.text, (), tuple(negatives)))
                     n_train += 1
                     n_unanswerable += 1
-        print(f"{dataset.name}: {n_train} training questions ({n_unanswerable} unanswerable), "
-              f"{n_val} validation questions", file=sys.stderr)
+        print(f"{dataset.name}: {n_train} training questions ({n_unanswerable} unanswerable, {n_left_out} with their "
+              f"gold passages left out), {n_val} validation questions", file=sys.stderr)
 
     idf = None
     if settings.lexical:
@@ -432,20 +483,34 @@ def cmd_train_reranker(args) -> int:
     if report:
         print(f"validation ({report['n_answerable']} answerable, {report['n_unanswerable']} unanswerable):")
         for name in ("ndcg@10", "hit@1", "hit@5"):
-            print(f"  {name:<8} fused {report['fused'][name]:.3f}  reranked {report['reranked'][name]:.3f}")
+            if report["fused"][name] is not None:  # None: no answerable question was held out
+                print(f"  {name:<8} fused {report['fused'][name]:.3f}  reranked {report['reranked'][name]:.3f}")
         for name, auroc in report["auroc_top_logit"].items():
             semantic = report.get("auroc_top_semantic_logit", {}).get(name)
+            margin = report.get("auroc_top_answer_margin", {}).get(name)
             print(f"  AUROC of the top logit, {name} answerable vs unanswerable: {auroc:.3f}"
-                  + (f" (of its semantic part: {semantic:.3f})" if semantic is not None else ""))
+                  + (f" (of its semantic part: {semantic:.3f})" if semantic is not None else "")
+                  + (f" (of the reader's answer margin: {margin:.3f})" if margin is not None else ""))
+        if report.get("spans") and report["spans"]["n"]:
+            sp = report["spans"]
+            print(f"  reader spans on {sp['n']} answerable questions: best in the pool EM {sp['pool_em']:.1f} / "
+                  f"F1 {sp['pool_f1']:.1f}; in the gold passage EM {sp['gold_em'] or 0:.1f} / F1 {sp['gold_f1'] or 0:.1f}")
     return 0
 
 
 def _add_dataset_args(p, optional: bool = False) -> None:
-    p.add_argument("dataset", nargs="?" if optional else None,
-                   help="BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/*.tsv")
+    p.add_argument("dataset", nargs="*" if optional else "+",
+                   help="BEIR-format folder(s): corpus.jsonl, queries.jsonl, qrels/*.tsv; each set's questions are "
+                        "asked of its own corpus")
     p.add_argument("--split", help="qrels split name (default: the first qrels/*.tsv)")
+    p.add_argument("--leave-gold-out", action="store_true",
+                   help="also ask every answerable question with its relevant passages taken out of the pool, "
+                        "as an unanswerable one (on topic, unanswered)")
+    p.add_argument("--keyword-queries", action="store_true",
+                   help="also ask every question as keywords (its content words), as in a search box")
     p.add_argument("--extra-unanswerable", action="append", metavar="BEIR_DIR",
-                   help="another set whose queries are asked of this corpus as unanswerable (repeatable)")
+                   help="another set whose queries are asked of each corpus as unanswerable (repeatable; "
+                        "skipped for the set itself)")
     p.add_argument("--limit", type=int, help="use at most N queries (a fixed, deterministic sample)")
     p.add_argument("--held-out-fraction", type=float, default=0.0,
                    help="use only the questions train-reranker held out with this --validation-fraction")
@@ -504,10 +569,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datasets", nargs="+", help="BEIR-format folders (corpus.jsonl, queries.jsonl, qrels/)")
     p.add_argument("--out", required=True, help="folder for the trained model, checkpoints and report")
     p.add_argument("--split", help="qrels split (default: the first qrels/*.tsv)")
-    p.add_argument("--validation-fraction", type=float, default=0.2, help="questions held out (by passage)")
+    p.add_argument("--validation-fraction", type=float, default=0.2, help="share of each set's articles (sources) held out")
     p.add_argument("--head", default="segment-cosine", choices=["segment-cosine", "classification"])
     p.add_argument("--no-unanswerable", action="store_true",
                    help="leave questions marked unanswerable out of training (they stay in the validation)")
+    p.add_argument("--leave-gold-out", type=float, default=0.3, metavar="FRACTION",
+                   help="share of answerable training questions that also train as unanswerable, with their "
+                        "relevant passages taken out of the pool (default 0.3)")
+    p.add_argument("--reader", action="store_true",
+                   help="also train the reader: answer span (start/end) and no-answer logits in the same pass, "
+                        "from the sets' `answers` (segment-cosine head)")
+    p.add_argument("--span-pairs", type=int, default=0, metavar="N",
+                   help="with --reader: N more (question, answering passage) pairs a step for the span loss alone "
+                        "(a group has one positive, so spans are otherwise scarce)")
     p.add_argument("--no-lexical", action="store_true",
                    help="segment-cosine head without the exact-match term (IDF-weighted shared word pieces)")
     p.add_argument("--init", help="continue from this reranker ('shipped', a folder or a hub id) instead of the base "
@@ -521,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--limit", type=int, help="at most N questions per dataset (quick runs)")
+    p.add_argument("--validation-limit", type=int, metavar="N",
+                   help="validate (and tune the exact-match weight) on at most N held-out questions per dataset")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.set_defaults(func=cmd_train_reranker)
     return parser

@@ -15,6 +15,13 @@ bi-encoder's pooled vectors blur exact terms (names, numbers, rare words), which
 beats them on SQuAD-style questions; this puts that evidence inside the cross-encoder's own
 score. The IDF table is a buffer saved with the weights, counted from the training corpora.
 
+Optionally (`reader`) the head also reads: start and end logits over every passage token (where
+the answer is, SQuAD-style) and a no-answer logit, from the same forward pass. The no-answer logit
+is not a fresh [CLS] output, which does not learn at CPU scale (../shared/notes), but anchored on
+the relevance score: `null_logit = null_bias - null_scale * semantic score`, so "no answer here"
+starts as "this passage does not read as relevant" and training refines it jointly with the ranking.
+A span's score is `start + end`; the no-answer score is `2 * null_logit` on the same scale.
+
 It is a standard sentence-transformers module: a CrossEncoder saved with it loads with
 `CrossEncoder(path)`, provided this package is importable.
 """
@@ -28,13 +35,27 @@ import torch
 from sentence_transformers.base.modules import Module
 
 _WORDLIKE = re.compile(r"[^\W_]")  # a piece with a letter or digit; punctuation carries no match evidence
+NOT_A_SPAN = -1e4  # start/end logit of a position outside the passage
+MAX_ANSWER_TOKENS = 30
+
+
+def best_spans(start, end, max_tokens: int = MAX_ANSWER_TOKENS):
+    """Per row, the best (start + end) over spans of at most `max_tokens` tokens with start <= end:
+    (span_score, start index, end index), each a tensor of the batch's size."""
+    n = start.shape[-1]
+    pair = start.unsqueeze(-1) + end.unsqueeze(-2)  # [batch, i, j]
+    i = torch.arange(n, device=start.device)
+    allowed = (i.unsqueeze(1) <= i.unsqueeze(0)) & (i.unsqueeze(0) - i.unsqueeze(1) < max_tokens)
+    pair = pair.masked_fill(~allowed, 2 * NOT_A_SPAN)
+    score, flat = pair.reshape(pair.shape[0], -1).max(-1)
+    return score, flat // n, flat % n
 
 
 class SegmentCosineHead(Module):
-    config_keys = ["hidden_size", "init_scale", "init_bias", "vocab_size", "init_lexical_weight"]
+    config_keys = ["hidden_size", "init_scale", "init_bias", "vocab_size", "init_lexical_weight", "reader"]
 
     def __init__(self, hidden_size: int = 384, init_scale: float = 20.0, init_bias: float = -10.0,
-                 vocab_size: int = 0, init_lexical_weight: float = 8.0):
+                 vocab_size: int = 0, init_lexical_weight: float = 8.0, reader: bool = False):
         super().__init__()
         self.hidden_size = hidden_size
         self.init_scale = init_scale
@@ -48,6 +69,15 @@ class SegmentCosineHead(Module):
         if vocab_size:
             self.lexical_weight = torch.nn.Parameter(torch.tensor(float(init_lexical_weight)))
             self.register_buffer("idf", torch.zeros(vocab_size))
+        self.reader = bool(reader)
+        if self.reader:
+            self.span = torch.nn.Linear(hidden_size, 2)
+            torch.nn.init.normal_(self.span.weight, std=0.02)
+            torch.nn.init.zeros_(self.span.bias)
+            # At start a passage at the relevance logit's zero point has no-answer score 0, a span
+            # score of about 0: even odds, tipped by relevance.
+            self.null_scale = torch.nn.Parameter(torch.tensor(0.25))
+            self.null_bias = torch.nn.Parameter(torch.tensor(0.0))
 
     @property
     def has_lexical_term(self) -> bool:
@@ -78,6 +108,12 @@ class SegmentCosineHead(Module):
         dn = torch.nn.functional.normalize(d, dim=-1)
         cosine = (qn * dn).sum(-1)
         logit = self.scale * cosine + self.bias + (qn * dn * self.interaction).sum(-1) * self.hidden_size ** 0.5
+        if self.reader:
+            start, end = self.span(tokens).float().unbind(-1)
+            outside = passage < 0.5  # a span lies in the passage: question, special and padding tokens never start one
+            features["start_logits"] = start.masked_fill(outside, NOT_A_SPAN)
+            features["end_logits"] = end.masked_fill(outside, NOT_A_SPAN)
+            features["null_logit"] = self.null_bias - self.null_scale * logit.float()
         if self.has_lexical_term:
             coverage = self.lexical_coverage(features["input_ids"], question, passage)
             features["semantic_logit"] = logit
@@ -131,12 +167,27 @@ def wordpiece_idf(tokenizer, texts: Iterable[str], batch_size: int = 512) -> tor
     return idf.float()
 
 
+def add_reader(ce):
+    """Give a segment-cosine CrossEncoder the reader outputs (in place), keeping every other weight."""
+    old = ce[1]
+    if old.reader:
+        return ce
+    head = SegmentCosineHead(old.hidden_size, old.init_scale, old.init_bias, vocab_size=old.vocab_size,
+                             init_lexical_weight=old.init_lexical_weight, reader=True)
+    missing, unexpected = head.load_state_dict(old.state_dict(), strict=False)
+    if unexpected or set(missing) - {"span.weight", "span.bias", "null_scale", "null_bias"}:
+        raise ValueError(f"cannot add a reader to this head: missing {missing}, unexpected {unexpected}")
+    ce._modules[list(ce._modules)[1]] = head
+    return ce
+
+
 def add_lexical_term(ce, idf: torch.Tensor, weight: float = 8.0):
     """Give a segment-cosine CrossEncoder the exact-match term (in place), keeping its other weights."""
     old = ce[1]
     head = SegmentCosineHead(old.hidden_size, old.init_scale, old.init_bias, vocab_size=len(idf),
-                             init_lexical_weight=weight)
-    state = {k: v for k, v in old.state_dict().items() if k in ("scale", "bias", "interaction")}
+                             init_lexical_weight=weight, reader=old.reader)
+    state = {k: v for k, v in old.state_dict().items()
+             if k in ("scale", "bias", "interaction") or k.startswith(("span.", "null_"))}
     head.load_state_dict(state, strict=False)
     head.idf.copy_(idf)
     ce._modules[list(ce._modules)[1]] = head

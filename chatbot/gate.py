@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from chatbot.calibration import Calibration
+from chatbot.calibration import Calibration, question_features
 from chatbot.types import Candidate, GateResult
 
 
@@ -30,4 +30,15 @@ def apply_gate(reranked: Sequence[Candidate], calibration: Calibration, top_n: i
         scored = tuple(sorted((dataclasses.replace(c, ranking_score=float(r)) for c, r in zip(scored, ranking)),
                               key=lambda c: -c.ranking_score))
     kept = tuple(c for c in scored if c.p_relevant >= calibration.floor)[:top_n]
-    return GateResult(floor=calibration.floor, top_n=top_n, ranked=scored + unread, kept=kept)
+    if not calibration.judges_answerability:
+        return GateResult(floor=calibration.floor, top_n=top_n, ranked=scored + unread, kept=kept,
+                          answer_span_floor=calibration.answer_span_floor)
+    p_answerable = calibration.p_answerable(question_features(
+        logits, features["semantic_logit"], features["cosine_similarity"], [c.answer_margin for c in read], probs))
+    if p_answerable < calibration.answerability_floor:
+        kept = ()
+    elif not kept:
+        kept = scored[:1]
+    return GateResult(floor=calibration.floor, top_n=top_n, ranked=scored + unread, kept=kept,
+                      p_answerable=p_answerable, answerability_floor=calibration.answerability_floor,
+                      answer_span_floor=calibration.answer_span_floor)

@@ -6,6 +6,9 @@ Rankings are lists of ids, best first; `relevant` maps id -> graded relevance (>
 from __future__ import annotations
 
 import math
+import re
+import string
+from collections import Counter
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -91,6 +94,60 @@ def refusal_at_floor(top_p: Sequence[float], answerable: Sequence[bool], floor: 
         "false_refusal_rate": int((refused & a).sum()) / int(a.sum()) if a.any() else float("nan"),
         "coverage": float((~refused).mean()) if len(p) else float("nan"),
     }
+
+
+def refusal_decisions(refused: Sequence[bool], answerable: Sequence[bool], floor: float) -> dict:
+    """Refusal precision and recall, false refusals and coverage of the decisions actually taken."""
+    r = np.asarray(refused, dtype=bool)
+    a = np.asarray(answerable, dtype=bool)
+    n_refused = int(r.sum())
+    return {
+        "floor": floor,
+        "refusal_precision": int((r & ~a).sum()) / n_refused if n_refused else float("nan"),
+        "refusal_recall": int((r & ~a).sum()) / int((~a).sum()) if (~a).any() else float("nan"),
+        "false_refusal_rate": int((r & a).sum()) / int(a.sum()) if a.any() else float("nan"),
+        "coverage": float((~r).mean()) if len(r) else float("nan"),
+    }
+
+
+def log_loss(probs: Sequence[float], labels: Sequence[int]) -> float:
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-6, 1 - 1e-6)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(p) else float("nan")
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
+
+
+def span_exact_match(prediction: str, golds: Sequence[str]) -> float:
+    return float(any(normalize_answer(prediction) == normalize_answer(g) for g in golds))
+
+
+def span_f1(prediction: str, golds: Sequence[str]) -> float:
+    """SQuAD's token F1, the best over the gold answers."""
+    predicted = normalize_answer(prediction).split()
+    best = 0.0
+    for gold in golds:
+        truth = normalize_answer(gold).split()
+        common = sum((Counter(predicted) & Counter(truth)).values())
+        if not predicted or not truth:
+            best = max(best, float(predicted == truth))
+        elif common:
+            precision, recall = common / len(predicted), common / len(truth)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def contains_answer(text: str, golds: Sequence[str]) -> bool:
+    """Whether `text` holds one of the gold answers (normalised, as whole words)."""
+    shown = f" {normalize_answer(text)} "
+    return any(normalize_answer(g) and f" {normalize_answer(g)} " in shown for g in golds)
 
 
 def risk_coverage(top_p: Sequence[float], answerable: Sequence[bool]) -> list[dict]:

@@ -155,7 +155,9 @@ class Pipeline:
         llm_error = set_aside = None
         outcome = None
         if not gate.kept:
-            outcome = self._refusal(gate, "No passage in the knowledge base clears the evidence floor.")
+            outcome = self._refusal(gate, (
+                "The passages found do not answer the question: the chance that they do is below the floor."
+                if gate.judged_answerability else "No passage in the knowledge base clears the evidence floor."))
         elif self.llm is not None:
             try:
                 outcome = yield from self._llm_outcome(question, gate, stream, clock, t)
@@ -171,7 +173,8 @@ class Pipeline:
             else:
                 note = None
             kwargs = {"note": note} if note else {}
-            outcome = extractive_answer(question, gate.kept, self.embedder.embed_documents, **kwargs)
+            outcome = extractive_answer(question, gate.kept, self.embedder.embed_documents,
+                                        span_floor=gate.answer_span_floor, **kwargs)
         clock.lap("answer_ms", t)
         clock.timings["total_ms"] = round(sum(v for k, v in clock.timings.items() if k != "first_token_ms"), 2)
         result = AskResult(question=question, gate=gate, outcome=outcome, timings_ms=clock.timings, llm_error=llm_error)
@@ -181,7 +184,7 @@ class Pipeline:
         """Yields AnswerDeltas; returns the Answer, a Refusal (the LLM found no answer), or raises LLMError."""
         system, user = self.prompts
         prompt = build_prompt(question, gate.kept, system, user, self.config.context_max_tokens,
-                              self.config.tokenizer_encoding)
+                              self.config.tokenizer_encoding, span_floor=gate.answer_span_floor)
         pieces = (self.llm.stream(prompt.messages, self.config.llm_max_answer_tokens) if stream
                   else [self.llm.complete(prompt.messages, self.config.llm_max_answer_tokens)])
         reply, shown = "", 0
@@ -218,8 +221,10 @@ class Pipeline:
             return dataclasses.replace(result, trace_error=f"could not store the trace: {e}")
         return dataclasses.replace(result, trace_id=trace_id)
 
-    def evidence(self, question: str, query_vector=None) -> "Evidence":
-        """Retrieve, rerank and gate: everything before the answer, with per-stage timings."""
+    def evidence(self, question: str, query_vector=None, without_docs: frozenset[str] = frozenset()) -> "Evidence":
+        """Retrieve, rerank and gate: everything before the answer, with per-stage timings.
+        `without_docs` (document paths) are taken out of the pool before reranking: how evaluation asks
+        an answerable question of a knowledge base that lacks its answer (leave gold out)."""
         self.check_ready()
         clock = _Clock({})
         t = time.perf_counter()
@@ -227,6 +232,9 @@ class Pipeline:
             query_vector = self.embedder.embed_query(question)
         t = clock.lap("embed_query_ms", t)
         retrieval = self.retriever.retrieve(question, query_vector)
+        if without_docs:
+            retrieval = dataclasses.replace(retrieval, pool=tuple(c for c in retrieval.pool
+                                                                  if c.chunk.doc_path not in without_docs))
         t = clock.lap("retrieve_ms", t)
         reranked = self.reranker.rerank(question, retrieval.pool, self.config.rerank_depth)
         t = clock.lap("rerank_ms", t)
@@ -236,4 +244,5 @@ class Pipeline:
 
     def _refusal(self, gate, reason: str) -> Refusal:
         return Refusal(reason=reason, floor=gate.floor, best_p_relevant=gate.best_p_relevant,
-                       near_misses=gate.nearest(NEAR_MISSES))
+                       near_misses=gate.nearest(NEAR_MISSES), p_answerable=gate.p_answerable,
+                       answerability_floor=gate.answerability_floor)

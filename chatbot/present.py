@@ -19,7 +19,8 @@ REFUSAL_TEXT = "I don't have evidence for that."
 STATUS_LABELS = {"kept": "kept", "below_floor": "below floor", "cut_by_top_n": "cut by top-n",
                  "not_reranked": "past rerank depth"}
 TABLE_HEADERS = ["#", "status", "cited", "p_relevant", "ranking_score", "rerank_logit", "semantic_logit",
-                 "rrf_score", "bm25_score", "vector_distance", "term_coverage", "document", "heading"]
+                 "span_score", "null_score", "answer", "rrf_score", "bm25_score", "vector_distance", "term_coverage",
+                 "document", "heading"]
 
 
 def where(chunk: Chunk) -> str:
@@ -50,14 +51,27 @@ def answer_markdown(answer: Answer) -> str:
     return "\n\n".join(parts)
 
 
-def refusal_markdown(refusal: Refusal) -> str:
+def refusal_scores(refusal: Refusal) -> str:
+    """What the refusal turned on, in words: P(answerable) against its floor, or the best p_relevant."""
+    if refusal.p_answerable is not None:
+        return f"P(answerable) {refusal.p_answerable:.3f}, floor {refusal.answerability_floor:.3f}"
     best = f"{refusal.best_p_relevant:.3f}" if refusal.best_p_relevant is not None else "n/a"
+    return f"best p_relevant {best}, floor {refusal.floor:.3f}"
+
+
+def near_misses_heading(refusal: Refusal) -> str:
+    if refusal.p_answerable is not None:
+        return "Closest passages, which do not answer it"
+    return "Closest passages, below the evidence floor"
+
+
+def refusal_markdown(refusal: Refusal) -> str:
     parts = [f"<div class='refusal'>🚫 <strong>{REFUSAL_TEXT}</strong></div>",
-             f"{refusal.reason} (best p_relevant {best}, floor {refusal.floor:.3f})"]
+             f"{refusal.reason} ({refusal_scores(refusal)})"]
     if refusal.near_misses:
         misses = "\n".join(f"- {html.escape(where(c.chunk))} (`{display_path(c.chunk.doc_path)}`), "
                            f"p_relevant {c.p_relevant or 0.0:.3f}" for c in refusal.near_misses)
-        parts.append(f"**Closest passages, below the evidence floor:**\n\n{misses}")
+        parts.append(f"**{near_misses_heading(refusal)}:**\n\n{misses}")
     return "\n\n".join(parts)
 
 
@@ -80,7 +94,8 @@ def candidate_rows(gate: GateResult, cited: Sequence[Chunk] = ()) -> list[list[s
     for rank, c in enumerate(gate.ranked, start=1):
         cited_as = f"[{cited_ids.index(c.chunk.id) + 1}]" if c.chunk.id in cited_ids else ""
         rows.append([str(rank), STATUS_LABELS[gate.status(c.chunk.id)], cited_as, _fmt(c.p_relevant, 4),
-                     _fmt(c.ranking_score), _fmt(c.rerank_logit), _fmt(c.semantic_logit), _fmt(c.rrf_score, 4),
+                     _fmt(c.ranking_score), _fmt(c.rerank_logit), _fmt(c.semantic_logit), _fmt(c.span_score, 2),
+                     _fmt(c.null_score, 2), c.answer_text or "", _fmt(c.rrf_score, 4),
                      _fmt(c.bm25_score), _fmt(c.vector_distance), _fmt(c.term_coverage, 2),
                      display_path(c.chunk.doc_path), where(c.chunk)])
     return rows
@@ -105,15 +120,37 @@ def floor_markdown(gate: GateResult, asked: str, standalone: str) -> str:
         lines.append(f"*(rewritten from the follow-up: “{html.escape(asked)}”)*")
     read = len(gate.scored)
     reranked = f" · reranked the fused top {read}" if read < len(gate.ranked) else ""
-    lines.append(f"**Floor:** p_relevant ≥ {gate.floor:.4f} · **kept** {kept} of {len(gate.ranked)} "
-                 f"(top-n {gate.top_n}){reranked}")
+    if gate.judged_answerability:
+        verdict = "answered" if gate.kept else "refused"
+        lines.append(f"**Floor:** P(answerable) ≥ {gate.answerability_floor:.3f}; this question "
+                     f"**{gate.p_answerable:.3f}**, {verdict} · evidence: p_relevant ≥ {gate.floor:.4f} · "
+                     f"**kept** {kept} of {len(gate.ranked)} (top-n {gate.top_n}){reranked}")
+    else:
+        lines.append(f"**Floor:** p_relevant ≥ {gate.floor:.4f} · **kept** {kept} of {len(gate.ranked)} "
+                     f"(top-n {gate.top_n}){reranked}")
     return "  \n".join(lines)
 
 
 def chunk_markdown(candidate: Candidate, status: str) -> str:
+    """The chunk's text with the reader's answer span highlighted, under its scores."""
     c = candidate.chunk
+    scores = f"p_relevant {_fmt(candidate.p_relevant, 4)}"
+    if candidate.span_score is not None:
+        scores += f" · span {_fmt(candidate.span_score, 2)} · no answer {_fmt(candidate.null_score, 2)}"
     return (f"**{html.escape(where(c))}** · `{display_path(c.doc_path)}` · {STATUS_LABELS.get(status, status)} · "
-            f"p_relevant {_fmt(candidate.p_relevant, 4)}\n\n{c.text}")
+            f"{scores}\n\n{highlight_answer(candidate)}")
+
+
+def highlight_answer(candidate: Candidate) -> str:
+    """The chunk's text (as markdown) with the reader's span marked, when the span lies in the text."""
+    text = candidate.chunk.text
+    if candidate.answer_span is None:
+        return text
+    offset = len(candidate.chunk.context_text) - len(text)  # the span counts from the title and headings
+    first, last = candidate.answer_span[0] - offset, candidate.answer_span[1] - offset
+    if first < 0 or last > len(text) or first >= last:
+        return text
+    return f"{text[:first]}<mark>{html.escape(text[first:last])}</mark>{text[last:]}"
 
 
 def score_chart(gate: GateResult):

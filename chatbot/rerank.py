@@ -90,18 +90,48 @@ def _length_batches(lengths: Sequence[int], most: int, workers: int) -> list[lis
     return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def _forward(model, features) -> np.ndarray:
-    """One batch's [rerank logit, semantic logit] per pair, as `CrossEncoder.predict` computes the
-    logit, without its tokenizing. The semantic logit is NaN for a model with no separate part."""
+# Columns of a scored pair. The reader's are NaN (and the span -1) for a model without a reader.
+SCORE_COLUMNS = ("rerank_logit", "semantic_logit", "span_score", "null_score", "answer_start", "answer_end")
+
+
+def _forward(model, features, offsets=None) -> np.ndarray:
+    """One batch's SCORE_COLUMNS per pair, as `CrossEncoder.predict` computes the logit, without its
+    tokenizing. The semantic logit is NaN for a model with no separate part; the reader's columns are
+    NaN for a model without a reader, and `offsets` (the tokenizer's character offsets into the
+    passage) turn its best span's token positions into characters."""
     import torch
     from sentence_transformers.util import batch_to_device
 
+    from chatbot.cross_encoder import best_spans
+
     with torch.inference_mode():
         out = model(batch_to_device(features, model.device))
-    scores = out["scores"].float().reshape(-1)
-    semantic = out.get("semantic_logit")
-    semantic = torch.full_like(scores, float("nan")) if semantic is None else semantic.float().reshape(-1)
-    return torch.stack([scores, semantic], dim=1).cpu().numpy()
+        scores = out["scores"].float().reshape(-1)
+        nan = torch.full_like(scores, float("nan"))
+        semantic = out.get("semantic_logit")
+        columns = [scores, nan if semantic is None else semantic.float().reshape(-1)]
+        if "start_logits" in out and offsets is not None:
+            span, first, last = best_spans(out["start_logits"].float(), out["end_logits"].float())
+            rows = torch.arange(len(span))
+            columns += [span, 2 * out["null_logit"].float().reshape(-1),
+                        offsets[rows, first, 0].float(), offsets[rows, last, 1].float()]
+        else:
+            columns += [nan, nan, torch.full_like(scores, -1.0), nan]
+    return torch.stack(columns, dim=1).cpu().numpy()
+
+
+def _has_reader(model) -> bool:
+    return len(model._modules) > 1 and bool(getattr(model[1], "reader", False))
+
+
+def _reader_fields(row: np.ndarray) -> dict:
+    def value(x):
+        return None if np.isnan(x) else float(x)
+
+    _, semantic, span, null, first, last = row
+    has_span = not np.isnan(span) and first >= 0 and last > first
+    return dict(semantic_logit=value(semantic), span_score=value(span), null_score=value(null),
+                answer_span=(int(first), int(last)) if has_span else None)
 
 
 class Reranker:
@@ -125,7 +155,7 @@ class Reranker:
         self._model = Lazy(self._load)
         self._thread = OwnThread("reranker")
         self._team = Lazy(self._make_team)
-        # (question, passage) digest -> [logit, semantic logit], least recently used first. A repeated
+        # (question, passage) digest -> its SCORE_COLUMNS, least recently used first. A repeated
         # question (the same FAQ from many users, a retry, a re-ask) then costs no cross-encoder work.
         # Touched only on the reranker's own thread, so it needs no lock.
         self.cache_pairs = cache_pairs
@@ -160,14 +190,21 @@ class Reranker:
         return self.scores(question, passages)[:, 0]
 
     def scores(self, question: str, passages: Sequence[str]) -> np.ndarray:
-        """[rerank_logit, semantic_logit] per passage. The semantic logit is the model's reading of the
-        pair without its exact-match term (`cross_encoder.SegmentCosineHead`), NaN for a model without one."""
+        """SCORE_COLUMNS per passage: [rerank_logit, semantic_logit, span_score, null_score, answer_start,
+        answer_end]. The semantic logit is the model's reading of the pair without its exact-match term
+        (`cross_encoder.SegmentCosineHead`), NaN for a model without one. A model with a reader also
+        gives its best answer span's score, the no-answer score, and where that span lies in the passage
+        (character offsets; NaN without a reader)."""
         if not passages:
-            return np.zeros((0, 2), dtype=np.float32)
+            return np.zeros((0, len(SCORE_COLUMNS)), dtype=np.float32)
         return self._thread.run(self._scores, question, passages)
 
+    @property
+    def has_reader(self) -> bool:
+        return _has_reader(self.model)
+
     def _scores(self, question: str, passages: Sequence[str]) -> np.ndarray:
-        out = np.empty((len(passages), 2), dtype=np.float32)
+        out = np.empty((len(passages), len(SCORE_COLUMNS)), dtype=np.float32)
         keys = [self._key(question, p) for p in passages] if self.cache_pairs else []
         todo = []
         for i in range(len(passages)):
@@ -204,9 +241,20 @@ class Reranker:
         most = self.batch_size or (4 if team.count > 1 else 8)
         batches = _length_batches([len(p) for p in passages], most, team.count)
         # Tokenized here, on the reranker's one thread: a fast tokenizer is not safe to share between threads.
-        features = [model.preprocess([(question, passages[i]) for i in batch]) for batch in batches]
-        scores = team.map(lambda f: _forward(model, f), features)
-        out = np.empty((len(passages), 2), dtype=np.float32)
+        if _has_reader(model):
+            # The reader's spans need character offsets, and its training tokenized exactly like this.
+            features, offsets = [], []
+            for batch in batches:
+                encoded = model.tokenizer([question] * len(batch), [passages[i] for i in batch], padding=True,
+                                          truncation="only_second", max_length=self.max_length,
+                                          return_offsets_mapping=True, return_tensors="pt")
+                offsets.append(encoded.pop("offset_mapping"))
+                features.append(dict(encoded))
+            scores = team.map(lambda fo: _forward(model, *fo), list(zip(features, offsets)))
+        else:
+            features = [model.preprocess([(question, passages[i]) for i in batch]) for batch in batches]
+            scores = team.map(lambda f: _forward(model, f), features)
+        out = np.empty((len(passages), len(SCORE_COLUMNS)), dtype=np.float32)
         for batch, batch_scores in zip(batches, scores):
             out[batch] = batch_scores
         return out
@@ -220,7 +268,5 @@ class Reranker:
         the top 10 (bench/README.md has the measurement), so the tail can keep its fused rank."""
         head = list(candidates if depth is None else candidates[:depth])
         scores = self.scores(question, [c.chunk.context_text for c in head])
-        scored = [dataclasses.replace(c, rerank_logit=float(logit),
-                                      semantic_logit=None if np.isnan(semantic) else float(semantic))
-                  for c, (logit, semantic) in zip(head, scores)]
+        scored = [dataclasses.replace(c, rerank_logit=float(row[0]), **_reader_fields(row)) for c, row in zip(head, scores)]
         return sorted(scored, key=lambda c: -c.rerank_logit) + list(candidates[len(head):])

@@ -35,6 +35,7 @@ class TrainingExample:
     question: str
     positives: tuple[str, ...]  # passages (as the reranker sees them) that answer it; empty: unanswerable
     negatives: tuple[str, ...]  # hard negatives, best-looking first (the retrieval pool's order)
+    answers: tuple[str, ...] = ()  # gold answer texts, for the reader's span targets (where a set has them)
 
     @property
     def answerable(self) -> bool:
@@ -50,6 +51,7 @@ class ValidationQuery:
     # AUROC compares answerable and unanswerable questions of one dataset only: across datasets it
     # would measure how unlike the corpora are, not whether the answer is there.
     dataset: str = ""
+    answers: tuple[str, ...] = ()  # gold answer texts, for the reader's span scores
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class TrainSettings:
     lexical_weight: float = 8.0  # its starting weight; re-tuned on half the validation split after training
     init: str = ""  # start from this reranker ("shipped", a folder, a hub id) instead of `base`
     null_lr: float = 1e-2  # the "no answer" slot's step size: it must travel the logits' own scale
+    reader: bool = False  # segment-cosine only: also train start/end and no-answer logits (`cross_encoder`)
+    reader_weight: float = 1.0  # the reader's loss beside the listwise one
+    span_pairs: int = 0  # with the reader: extra (question, answering passage) pairs a step, read for spans only
 
 
 def base_tokenizer(settings: TrainSettings):
@@ -102,7 +107,21 @@ def load_initial_model(settings: TrainSettings, idf=None):
         if idf is None:
             raise ValueError("adding the exact-match term needs the word-piece IDF of the training corpora")
         add_lexical_term(ce, idf, settings.lexical_weight)
-    return ce
+    return _with_reader(ce, settings)
+
+
+def _with_reader(ce, settings: TrainSettings):
+    if not settings.reader:
+        return ce
+    if not is_segment_cosine(ce):
+        raise ValueError("the reader needs the segment-cosine head (--head segment-cosine, or --init from one)")
+    from chatbot.cross_encoder import add_reader
+
+    return add_reader(ce)
+
+
+def has_reader(ce) -> bool:
+    return is_segment_cosine(ce) and ce[1].reader
 
 
 def is_segment_cosine(ce) -> bool:
@@ -120,8 +139,11 @@ def build_model(settings: TrainSettings, idf=None):
     if settings.head == "segment-cosine":
         from chatbot.cross_encoder import build_segment_cosine_cross_encoder
 
-        return build_segment_cosine_cross_encoder(base, settings.layers, settings.max_length,
-                                                  idf if settings.lexical else None, settings.lexical_weight)
+        return _with_reader(build_segment_cosine_cross_encoder(base, settings.layers, settings.max_length,
+                                                               idf if settings.lexical else None,
+                                                               settings.lexical_weight), settings)
+    if settings.reader:
+        raise ValueError("the reader needs the segment-cosine head")
     if settings.head == "classification":
         from sentence_transformers import CrossEncoder
 
@@ -133,11 +155,50 @@ def build_model(settings: TrainSettings, idf=None):
     raise ValueError(f"unknown head {settings.head!r}: use 'segment-cosine' or 'classification'")
 
 
-def _scores(ce, features):
+def _forward(ce, features) -> dict:
     out = ce(dict(features))
     if isinstance(out, dict):
-        return out["scores"].reshape(-1)
-    return out.logits.reshape(-1)
+        return out
+    return {"scores": out.logits}
+
+
+def answer_token_span(features, row: int, passage: str, answers: Sequence[str]) -> tuple[int, int] | None:
+    """Token indices (first, last) of the first gold answer found in `passage`, within what the
+    tokenizer kept of row `row` (a fast tokenizer's encoding with offsets); None when no answer is
+    there or it was cut off."""
+    for answer in answers:
+        at = passage.find(answer)
+        if at < 0:
+            at = passage.lower().find(answer.lower())
+        if at < 0:
+            continue
+        stop = at + len(answer)
+        offsets = features["offset_mapping"][row].tolist()
+        tokens = [i for i, seq in enumerate(features.sequence_ids(row)) if seq == 1]
+        first = next((i for i in tokens if offsets[i][1] > at), None)
+        last = next((i for i in reversed(tokens) if offsets[i][0] < stop), None)
+        if first is None or last is None or first > last or offsets[tokens[-1]][1] < stop:
+            continue
+        return first, last
+    return None
+
+
+def reader_loss(out: dict, targets: Sequence[tuple[int, int] | None]):
+    """Cross-entropy of the start and of the end position, each over [no answer, every token]; a target
+    None is "no answer here". Answer and no-answer pairs weigh half each: a group has one positive and
+    seven negatives, and an unweighted mean would teach mostly "no answer"."""
+    import torch
+    import torch.nn.functional as F
+
+    null = out["null_logit"].float().unsqueeze(1)
+    start = torch.cat([null, out["start_logits"].float()], dim=1)
+    end = torch.cat([null, out["end_logits"].float()], dim=1)
+    s_target = torch.tensor([0 if t is None else t[0] + 1 for t in targets], dtype=torch.long)
+    e_target = torch.tensor([0 if t is None else t[1] + 1 for t in targets], dtype=torch.long)
+    per_pair = (F.cross_entropy(start, s_target, reduction="none") + F.cross_entropy(end, e_target, reduction="none")) / 2
+    is_answer = torch.tensor([t is not None for t in targets])
+    parts = [per_pair[mask].mean() for mask in (is_answer, ~is_answer) if mask.any()]
+    return sum(parts) / len(parts)
 
 
 def _sample_group(example: TrainingExample, settings: TrainSettings, rng: random.Random) -> list[str]:
@@ -165,27 +226,48 @@ def pool_rankings(scores, relevant: Sequence[bool]) -> tuple[list[str], list[str
 def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size: int = 32) -> dict:
     """nDCG@10 / hit@1 / hit@5 of the reranked pool against the fused order; AUROC of the top logit,
     answerable vs unanswerable, for each dataset that has both (and of the top semantic logit, for a
-    model with the exact-match term: the refusal signal a calibration may read instead)."""
+    model with the exact-match term: the refusal signal a calibration may read instead). A model with a
+    reader also gets the AUROC of its best answer margin, and span EM / F1 of the best span in the pool
+    (and in the first relevant passage) against the gold answers."""
     import torch
 
     fused = {"ndcg@10": [], "hit@1": [], "hit@5": []}
     reranked = {"ndcg@10": [], "hit@1": [], "hit@5": []}
-    lexical = has_lexical_term(ce)
+    lexical, reading = has_lexical_term(ce), has_reader(ce)
     # dataset -> (answerable, unanswerable) top scores, of the logit and of its semantic part
     tops: dict[str, tuple[list[float], list[float]]] = {}
     semantic_tops: dict[str, tuple[list[float], list[float]]] = {}
+    margin_tops: dict[str, tuple[list[float], list[float]]] = {}
+    spans = {"pool_em": [], "pool_f1": [], "gold_em": [], "gold_f1": []}
     for q in queries:
         if not q.pool:
             continue
-        if lexical:
+        side = 0 if q.answerable else 1
+        if reading:
+            rows = reader_scores(ce, q.question, q.pool, max_length, batch_size)
+            logits, margins = rows[:, 0], rows[:, 2] - rows[:, 3]
+            margin_tops.setdefault(q.dataset, ([], []))[side].append(float(margins.max()))
+            if lexical:
+                semantic_tops.setdefault(q.dataset, ([], []))[side].append(float(rows[:, 1].max()))
+            if q.answerable and q.answers:
+                def span(i: int) -> str:
+                    return q.pool[i][int(rows[i, 4]):int(rows[i, 5])]
+                best = span(int(np.argmax(margins)))
+                spans["pool_em"].append(metrics.span_exact_match(best, q.answers))
+                spans["pool_f1"].append(metrics.span_f1(best, q.answers))
+                if any(q.relevant):
+                    gold = span(q.relevant.index(True))
+                    spans["gold_em"].append(metrics.span_exact_match(gold, q.answers))
+                    spans["gold_f1"].append(metrics.span_f1(gold, q.answers))
+        elif lexical:
             semantic, coverage = score_components(ce, q.question, q.pool, max_length, batch_size)
             logits = semantic + ce[1].lexical_weight.detach().item() * coverage
-            semantic_tops.setdefault(q.dataset, ([], []))[0 if q.answerable else 1].append(float(semantic.max()))
+            semantic_tops.setdefault(q.dataset, ([], []))[side].append(float(semantic.max()))
         else:
             logits = ce.predict([(q.question, p) for p in q.pool], batch_size=batch_size,
                                 activation_fn=torch.nn.Identity(), convert_to_numpy=True,
                                 show_progress_bar=False).reshape(-1)
-        tops.setdefault(q.dataset, ([], []))[0 if q.answerable else 1].append(float(logits.max()))
+        tops.setdefault(q.dataset, ([], []))[side].append(float(logits.max()))
         if not q.answerable:
             continue
         ids, order, rel = pool_rankings(logits, q.relevant)
@@ -197,9 +279,27 @@ def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size
               "n_unanswerable": sum(len(neg) for _, neg in tops.values()),
               "fused": {k: float(np.mean(v)) if v else None for k, v in fused.items()},
               "reranked": {k: float(np.mean(v)) if v else None for k, v in reranked.items()}}
-    for key, by_dataset in (("auroc_top_logit", tops), ("auroc_top_semantic_logit", semantic_tops)):
+    for key, by_dataset in (("auroc_top_logit", tops), ("auroc_top_semantic_logit", semantic_tops),
+                            ("auroc_top_answer_margin", margin_tops)):
         report[key] = {name: metrics.auroc(pos, neg) for name, (pos, neg) in sorted(by_dataset.items()) if pos and neg}
+    if reading:
+        report["spans"] = {k: 100 * float(np.mean(v)) if v else None for k, v in spans.items()}
+        report["spans"]["n"] = len(spans["pool_f1"])
     return report
+
+
+def reader_scores(ce, question: str, passages: Sequence[str], max_length: int, batch_size: int = 32) -> np.ndarray:
+    """`chatbot.rerank.SCORE_COLUMNS` per passage for a model with a reader, tokenized as in training."""
+    from chatbot.rerank import _forward
+
+    out = []
+    for i in range(0, len(passages), batch_size):
+        chunk = list(passages[i:i + batch_size])
+        features = ce.tokenizer([question] * len(chunk), chunk, truncation="only_second", max_length=max_length,
+                                padding=True, return_tensors="pt", return_offsets_mapping=True)
+        offsets = features.pop("offset_mapping")
+        out.append(_forward(ce, dict(features), offsets))
+    return np.concatenate(out)
 
 
 def score_components(ce, question: str, passages: Sequence[str], max_length: int, batch_size: int = 32):
@@ -295,6 +395,8 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
                              + " unanswerable questions and this run is not: resume with the same data and options")
         optimizer.load_state_dict(state["optimizer"])
     tokenizer = ce.tokenizer
+    reading = has_reader(ce)
+    with_answers = [e for e in examples if e.answerable and e.answers]
     order: list[int] = state["order"] if state is not None else []
 
     def save_checkpoint(step: int) -> None:
@@ -311,7 +413,7 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
     while step < settings.steps:
         if settings.max_minutes and time.time() - started > settings.max_minutes * 60:
             break
-        texts_q, texts_p, targets = [], [], []
+        texts_q, texts_p, targets, answers = [], [], [], []
         for _ in range(settings.groups_per_step):
             if not order:
                 order = list(range(len(examples)))
@@ -321,9 +423,28 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
             texts_q += [example.question] * len(group)
             texts_p += group
             targets.append(0 if example.answerable else settings.group_size)  # the positive, or the null slot
+            # The reader's targets, per pair: gold answer texts to find in the positive (None: the set has
+            # none, skip the pair), and () for "no answer here" in every negative.
+            answers += ([example.answers or None] + [()] * (len(group) - 1)) if example.answerable else [()] * len(group)
+        ranked_pairs = len(texts_p)
+        # Span-only pairs: a group holds one positive, so a step gives the reader few spans to learn from;
+        # these add (question, passage with a gold answer) pairs that only the reader's loss reads.
+        for example in (rng.sample(with_answers, min(settings.span_pairs, len(with_answers))) if reading else ()):
+            texts_q.append(example.question)
+            texts_p.append(rng.choice(example.positives))
+            answers.append(example.answers)
         features = tokenizer(texts_q, texts_p, truncation="only_second", max_length=settings.max_length,
-                             padding=True, return_tensors="pt")
-        scores = _scores(ce, features).view(settings.groups_per_step, settings.group_size)
+                             padding=True, return_tensors="pt", return_offsets_mapping=reading)
+        spans = []
+        if reading:
+            for row, (passage, gold) in enumerate(zip(texts_p, answers)):
+                if gold is None:
+                    spans.append("skip")
+                else:  # a positive whose answer the tokenizer cut off teaches nothing either way
+                    spans.append(answer_token_span(features, row, passage, gold) or "skip" if gold else None)
+            del features["offset_mapping"]
+        out = _forward(ce, features)
+        scores = out["scores"].reshape(-1)[:ranked_pairs].view(settings.groups_per_step, settings.group_size)
         if null_logit is not None:
             if not null_ready:
                 with torch.no_grad():
@@ -331,6 +452,11 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
                 null_ready = True
             scores = torch.cat([scores, null_logit.expand(settings.groups_per_step, 1)], dim=1)
         loss = F.cross_entropy(scores, torch.tensor(targets, dtype=torch.long))
+        if reading:
+            keep = [i for i, t in enumerate(spans) if t != "skip"]
+            if keep:
+                read = {k: out[k][keep] for k in ("start_logits", "end_logits", "null_logit")}
+                loss = loss + settings.reader_weight * reader_loss(read, [spans[i] for i in keep])
         warm = min(1.0, (step + 1) / settings.warmup_steps)
         decay = max(0.05, 1.0 - step / settings.steps)
         for group_, base in zip(optimizer.param_groups, base_lrs):

@@ -54,6 +54,27 @@ class Candidate:
     semantic_logit: float | None = None
     p_relevant: float | None = None
     ranking_score: float | None = None  # what the gate orders by, when the calibration has a ranking
+    # The reader's (a reranker with a reader head; None otherwise): its best answer span's score
+    # (start + end logit), the no-answer score on the same scale, and where that span lies in
+    # `chunk.context_text` (character offsets, end exclusive).
+    span_score: float | None = None
+    null_score: float | None = None
+    answer_span: tuple[int, int] | None = None
+
+    @property
+    def answer_margin(self) -> float | None:
+        """How much the reader prefers its best span to "no answer here"."""
+        if self.span_score is None or self.null_score is None:
+            return None
+        return self.span_score - self.null_score
+
+    @property
+    def answer_text(self) -> str | None:
+        """The reader's best span, as written in the chunk."""
+        if self.answer_span is None:
+            return None
+        first, last = self.answer_span
+        return self.chunk.context_text[first:last].strip() or None
 
     @property
     def cosine_similarity(self) -> float:
@@ -69,6 +90,15 @@ class GateResult:
     top_n: int
     ranked: tuple[Candidate, ...]  # the read pool, best first (the calibration's ranking, else the reranker's), then the unread
     kept: tuple[Candidate, ...]
+    # With a calibration that judges answerability: P(the evidence answers the question) and its floor,
+    # which decide refusal (then `floor` only picks the evidence). None: refusal turns on best_p_relevant.
+    p_answerable: float | None = None
+    answerability_floor: float | None = None
+    answer_span_floor: float | None = None  # the reader's margin from which a span is stated; None: never
+
+    @property
+    def judged_answerability(self) -> bool:
+        return self.p_answerable is not None
 
     @property
     def scored(self) -> tuple[Candidate, ...]:
@@ -90,7 +120,8 @@ class GateResult:
         cand = next(c for c in self.ranked if c.chunk.id == chunk_id)
         if cand.p_relevant is None:
             return "not_reranked"
-        return "below_floor" if cand.p_relevant < self.floor else "cut_by_top_n"
+        below = cand.p_relevant < self.floor or (self.judged_answerability and not self.kept)
+        return "below_floor" if below else "cut_by_top_n"
 
 
 @dataclass(frozen=True)
@@ -108,6 +139,8 @@ class Refusal:
     floor: float
     best_p_relevant: float | None
     near_misses: tuple[Candidate, ...]  # best candidates that did not clear the floor
+    p_answerable: float | None = None  # when the calibration judges answerability: what was below its floor
+    answerability_floor: float | None = None
 
 
 Outcome = Union[Answer, Refusal]

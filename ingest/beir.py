@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -62,17 +63,32 @@ def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: 
         with open(tsv, encoding="utf-8") as f:
             for row in csv.DictReader(f, delimiter="\t"):
                 qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = float(row["score"])
+    articles = _articles(root / "corpus.jsonl")
     queries = []
     for row in _read_jsonl(root / "queries.jsonl"):
         qid, text = str(row["_id"]), row["text"]
+        answers = tuple(str(a) for a in row.get("answers") or () if str(a).strip())
         if row.get(unanswerable_field) is True:
-            queries.append(LabelledQuery(qid, text, {}, answerable=False,
-                                         written_from=str(row.get("source_paragraph") or "")))
-        elif qid in qrels and any(g > 0 for g in qrels[qid].values()):
-            queries.append(LabelledQuery(qid, text, qrels[qid]))
+            own = str(row.get("source_paragraph") or "")
+            queries.append(LabelledQuery(qid, text, {}, answerable=False, written_from=own,
+                                         source=articles.get(own, "")))
+            continue
+        if qid in qrels and any(g > 0 for g in qrels[qid].values()):
+            relevant = qrels[qid]
         elif row.get("source_paragraph"):
-            queries.append(LabelledQuery(qid, text, {str(row["source_paragraph"]): 1.0}))
+            relevant = {str(row["source_paragraph"]): 1.0}
+        else:
+            continue
+        queries.append(LabelledQuery(qid, text, relevant, source=articles.get(min(relevant), ""), answers=answers))
     return BeirSet(root.name, root / "corpus.jsonl", tuple(queries))
+
+
+def _articles(corpus_path: Path) -> dict[str, str]:
+    """Passage id -> its article, for passages that share a title with others (SQuAD's paragraphs of one
+    Wikipedia article). A title of one passage (a SciFact abstract) makes the passage its own source."""
+    titles = {str(row["_id"]): (row.get("title") or "").strip() for row in _read_jsonl(corpus_path)}
+    shared = Counter(titles.values())
+    return {pid: f"title:{t}" for pid, t in titles.items() if t and shared[t] > 1}
 
 
 def corpus_documents(corpus_path: Path) -> Iterable[tuple[str, ParsedDocument, str]]:

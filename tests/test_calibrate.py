@@ -1,6 +1,8 @@
 """Fitting a calibration: the fitters recover known mappings, the method is chosen on held-out
 questions, and the floor meets its stated target."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -49,7 +51,8 @@ def test_fit_prefers_cosine_when_it_separates_off_domain_questions():
     cal, details = fit_calibration(questions, "m:1", "emb:1", target_refusal_precision=0.9)
     assert details["method"] == "logistic"
     assert cal.weights["cosine_similarity"] > 0 and cal.embedder_fingerprint == "emb:1" and cal.reranker_fingerprint == "m:1"
-    platt, platt_details = fit_calibration(questions, "m:1", "emb:1", methods=("platt",), fit_ranking=False)
+    platt, platt_details = fit_calibration(questions, "m:1", "emb:1", methods=("platt",), fit_ranking=False,
+                                           fit_answerability=False)
     assert platt.embedder_fingerprint == ""  # a logit-only mapping does not depend on the embedder
     assert not platt.ranking_weights
     assert details["auroc_top_p"] > 0.99 > platt_details["auroc_top_p"]
@@ -190,3 +193,85 @@ def test_the_evidence_order_is_fitted_and_kept_only_when_it_beats_the_rerankers(
     cal, details = fit_calibration(_ranked_questions(rng, 300, logit_noise=0.0), "m:1", "emb:1")
     assert details["ranking"]["held_out_mrr"]["reranker"] == 1.0
     assert not details["ranking"]["kept"] and cal.ranking_weights == {}
+
+
+def _reader_questions(rng, n: int, kind: str) -> list[LabelledQuestion]:
+    """Ten read chunks a question. Answerable ones hold the answer in chunk 0; "written" unanswerable
+    ones (SQuAD 2.0's) have a chunk 0 just as on topic (same logit, semantic logit and cosine) that the
+    reader finds no span in. Only the reader's margin tells them apart."""
+    out = []
+    for i in range(n):
+        logits = rng.normal(-2.0, 1.0, size=10)
+        semantic = logits - 1.0
+        cosines = rng.uniform(0.3, 0.5, size=10)
+        margins = rng.normal(-4.0, 1.0, size=10)
+        labels = np.zeros(10, dtype=int)
+        logits[0] = rng.normal(2.0, 1.0)
+        semantic[0] = logits[0] - 1.0
+        cosines[0] = rng.uniform(0.5, 0.7)
+        if kind == "answerable":
+            labels[0] = 1
+            margins[0] = rng.normal(2.0, 1.0)
+        out.append(LabelledQuestion(f"{kind}{i}", kind == "answerable", tuple(logits), tuple(int(v) for v in labels),
+                                    tuple(cosines), tuple(rng.uniform(0, 0.6, size=10)), tuple(semantic),
+                                    tuple(margins), source=f"{kind}-article-{i % 12}"))
+    return out
+
+
+def test_answerability_is_fitted_per_question_and_reads_the_reader_when_it_separates():
+    rng = np.random.default_rng(3)
+    questions = _reader_questions(rng, 300, "answerable") + _reader_questions(rng, 300, "written")
+    cal, details = fit_calibration(questions, "m:1", "emb:1", max_false_refusal_rate=0.05,
+                                   target_refusal_precision=None)
+    a = details["answerability"]
+    assert "best_answer_margin" in cal.answerability_weights and cal.answerability_weights["best_answer_margin"] > 0
+    assert "reader" in a["method"]
+    # Held out by source (article): log loss, ECE and reliability of every candidate tried.
+    held = a["held_out"]
+    assert held["best_p_relevant"]["auroc"] < 0.7 < 0.95 < held[a["method"]]["auroc"]
+    assert held[a["method"]]["log_loss"] == min(m["log_loss"] for m in held.values())
+    assert {"ece", "reliability"} <= set(held[a["method"]])
+    # The floor meets its target, question by question; the pair floor no longer decides refusal.
+    p = np.array([cal.p_answerable(q.question_features(cal)) for q in questions])
+    answerable = np.array([q.answerable for q in questions])
+    assert (p[answerable] < cal.answerability_floor).mean() <= 0.05
+    assert (p[~answerable] < cal.answerability_floor).mean() > 0.9
+    # Without a reader the same data fits on what there is, and cannot separate these.
+    plain = [dataclasses.replace(q, pair_answer_margins=()) for q in questions]
+    cal_plain, details_plain = fit_calibration(plain, "m:1", "emb:1", max_false_refusal_rate=0.05,
+                                               target_refusal_precision=None)
+    assert "best_answer_margin" not in cal_plain.answerability_weights
+    assert details_plain["answerability"]["auroc"] < 0.7
+
+
+def test_no_answerability_without_unanswerable_questions():
+    rng = np.random.default_rng(4)
+    cal, details = fit_calibration(_reader_questions(rng, 50, "answerable"), "m:1", max_false_refusal_rate=0.05,
+                                   target_refusal_precision=None)
+    assert not cal.judges_answerability and "answerability" not in details
+
+
+def test_span_floor_is_the_lowest_margin_where_the_readers_spans_were_mostly_right():
+    from chatbot.calibrate import fit_span_floor
+
+    # margins 10..1: right at 10, 9, 8, 7, wrong at 6, right at 5, 4, wrong at 3, 2, 1
+    spans = [(10.0, True), (9.0, True), (8.0, True), (7.0, True), (6.0, False), (5.0, True), (4.0, True),
+             (3.0, False), (2.0, False), (1.0, False)]
+    floor, check = fit_span_floor(spans, precision=0.8, least=5)
+    # from 4 down: 6 of 7 right (0.857); from 3: 6 of 8 (0.75) -- so 4
+    assert floor == 4.0 and check["stated"] == 7 and check["precision_stated"] == pytest.approx(6 / 7)
+    assert fit_span_floor(spans, precision=0.8, least=20)[0] is None  # too few spans to trust
+    assert fit_span_floor([(m, False) for m, _ in spans] * 3, precision=0.8, least=5)[0] is None
+
+
+def test_the_floor_meets_the_false_refusal_budget_for_every_kind_of_input():
+    from chatbot.calibrate import choose_floor_per_group
+
+    # Questions score high, claims lower: one floor over both would spend the whole budget on claims.
+    top_p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05, 0.04])
+    answerable = np.array([True] * 5 + [True] * 5 + [False] * 2)
+    groups = ["questions"] * 5 + ["claims"] * 5 + ["questions"] * 2
+    overall = choose_floor(top_p, answerable, None, max_false_refusal_rate=0.2)
+    per_group = choose_floor_per_group(top_p, answerable, groups, None, max_false_refusal_rate=0.2)
+    assert (top_p[5:10] < overall).mean() > 0.2  # the claims pay for the average
+    assert per_group <= 0.15 and (top_p[5:10] < per_group).mean() <= 0.2 and (top_p[:5] < per_group).mean() <= 0.2

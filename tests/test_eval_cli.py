@@ -89,3 +89,32 @@ def test_calibrate_from_rated_traces(writable_sample_db, tmp_path, tiny_reranker
     other = tmp_path / "other-model"
     shutil.copytree(tiny_reranker_dir, other)
     assert main(["--db", db, "calibrate", "--from-traces", "--reranker", str(other), "--out", str(cal_path)]) == 2
+
+
+def test_eval_and_calibrate_judge_answerability_with_a_reader(beir_dir, tmp_path, capsys):
+    """A reader model through the real CLI: calibrate fits P(answerable) on answerable, unanswerable and
+    gold-left-out questions; eval then reports the refusal by kind, P(answerable)'s calibration and the
+    reader's spans against the gold answers."""
+    from tests.helpers import build_tiny_reader
+
+    reader = build_tiny_reader(tmp_path / "reader")
+    db, cal_path, out = str(tmp_path / "db"), tmp_path / "cal.json", tmp_path / "report"
+    assert main(["--db", db, "calibrate", str(beir_dir), "--leave-gold-out", "--reranker", str(reader),
+                 "--out", str(cal_path), "--max-false-refusal-rate", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert "P(answerable), question level" in printed and "answerability floor" in printed
+    cal = Calibration.load(cal_path)
+    assert cal.judges_answerability and cal.notes["fit"]["n_questions"] == 6 + 3 + 6  # + 6 left gold out
+    assert cal.notes["answerability"]["n_questions"] == 15
+    assert main(["--db", db, "eval", str(beir_dir), "--leave-gold-out", "--reranker", str(reader),
+                 "--calibration", str(cal_path), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    refusal = report["refusal"]
+    assert refusal["decision_score"] == "p_answerable" and report["floor"] == cal.answerability_floor
+    assert set(refusal["by_unanswerable_kind"]) == {"in_domain", "gold_left_out"}
+    assert refusal["by_unanswerable_kind"]["gold_left_out"]["n_unanswerable"] == 6
+    assert report["answerability"]["n_questions"] == 15 and 0 <= report["answerability"]["ece"] <= 1
+    answers = report["answers"]
+    assert answers["n_questions"] == 6 and 0 <= answers["span_f1"] <= 100
+    assert (out / "answerability_reliability.png").stat().st_size > 1000
+    assert "span EM" in capsys.readouterr().out

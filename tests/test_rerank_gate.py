@@ -248,3 +248,48 @@ def test_gate_never_keeps_what_the_reranker_did_not_read():
     assert [c.chunk.id for c in gate.ranked] == ["id1", "id0", "id2", "id3"]
     assert [gate.status(f"id{i}") for i in range(4)] == ["below_floor", "kept", "not_reranked", "not_reranked"]
     assert gate.ranked[2].p_relevant is None and gate.ranked[3].p_relevant is None
+
+
+def _read(i: int, logit: float, semantic: float, margin: float, distance: float = 0.5) -> Candidate:
+    return dataclasses.replace(_cand(i, logit), semantic_logit=semantic, span_score=margin, null_score=0.0,
+                               vector_distance=distance)
+
+
+ANSWERABILITY = Calibration(floor=0.5, answerability_floor=0.5,
+                            answerability_weights={"best_answer_margin": 1.0, "best_semantic_logit": 0.5,
+                                                   "intercept": -2.0})
+
+
+def test_gate_refuses_when_the_evidence_is_on_topic_but_does_not_answer():
+    # Every chunk clears the pair floor (p = sigmoid(logit) >= 0.5), but the reader finds no answer:
+    # P(answerable) = sigmoid(-3 + 0.5 * 2 - 2) = sigmoid(-4), below its floor.
+    pool = [_read(0, 3.0, 2.0, -3.0), _read(1, 2.0, 1.0, -5.0)]
+    gate = apply_gate(pool, ANSWERABILITY, top_n=5)
+    assert gate.p_answerable == pytest.approx(1 / (1 + np.exp(4.0)))
+    assert gate.judged_answerability and gate.answerability_floor == 0.5
+    assert gate.kept == () and gate.best_p_relevant > gate.floor
+    assert gate.status("id0") == "below_floor"
+
+
+def test_gate_answers_when_the_evidence_holds_an_answer_and_keeps_at_least_the_first():
+    # P(answerable) = sigmoid(4 + 0.5 * -1 - 2) = sigmoid(1.5): answered, although no chunk clears the
+    # pair floor; the first in order is then the evidence.
+    pool = [_read(0, -1.0, -1.0, 4.0), _read(1, -2.0, -3.0, 1.0)]
+    gate = apply_gate(pool, ANSWERABILITY, top_n=5)
+    assert gate.p_answerable == pytest.approx(1 / (1 + np.exp(-1.5)))
+    assert [c.chunk.id for c in gate.kept] == ["id0"]
+    # With chunks above the pair floor, those are the evidence, in order.
+    pool = [_read(0, 3.0, -1.0, 4.0), _read(1, -2.0, -3.0, 1.0), _read(2, 1.0, 0.0, 0.0)]
+    assert [c.chunk.id for c in apply_gate(pool, ANSWERABILITY, top_n=5).kept] == ["id0", "id2"]
+
+
+def test_answerability_calibration_round_trips_and_says_what_it_needs(tmp_path):
+    ANSWERABILITY.save(tmp_path / "cal.json")
+    assert Calibration.load(tmp_path / "cal.json") == ANSWERABILITY
+    with pytest.raises(CalibrationError, match="best_answer_margin.*no reader"):
+        apply_gate([dataclasses.replace(_cand(0, 1.0), semantic_logit=1.0)], ANSWERABILITY, top_n=5)
+    with pytest.raises(CalibrationError, match="unknown feature"):
+        Calibration(floor=0.5, answerability_weights={"best_mood": 1.0})
+    with pytest.raises(CalibrationError, match="answerability_floor"):
+        Calibration(floor=0.5, answerability_floor=1.5)
+    assert ANSWERABILITY.p_answerable({}) == 0.0  # nothing read: nothing answers

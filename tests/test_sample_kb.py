@@ -15,8 +15,8 @@ from tests.helpers import KNOWN_MISSES, SAMPLE_QUESTIONS
 ANSWERABLE = [q for q in SAMPLE_QUESTIONS if q["answerable"]]
 OFF_TOPIC = [q for q in SAMPLE_QUESTIONS if not q["answerable"] and q["why"] == "off-topic"]
 # Company topics the documents do not cover ("parental leave" beside a real "annual leave" section):
-# the reranker scores topical relevance, not answerability, so the floor lets these through; with an
-# LLM configured they end as NO_ANSWER refusals. Known gap, tracked in the reranker issue.
+# P(answerable) reads relevance scores (the reader's margin does not yet help), so the floor lets some
+# through; with an LLM configured they end as NO_ANSWER refusals. Known gap, tracked in the answerability issue.
 UNCOVERED = [q for q in SAMPLE_QUESTIONS if not q["answerable"] and q["why"] != "off-topic"]
 
 
@@ -35,7 +35,7 @@ _MISSED = pytest.mark.xfail(reason="Texas -> Austin is world knowledge no score 
                          ids=[q["doc"] for q in ANSWERABLE])
 def test_answerable_question_is_answered_from_the_right_document(pipeline, q):
     result = pipeline.ask(q["question"])
-    assert isinstance(result.outcome, Answer), f"refused: best p_relevant {result.outcome.best_p_relevant:.3f}"
+    assert isinstance(result.outcome, Answer), f"refused: {result.outcome.reason} ({result.outcome.p_answerable})"
     kept_docs = [c.chunk.doc_path.rsplit("/", 1)[-1] for c in result.gate.kept]
     assert q["doc"] in kept_docs, kept_docs
     evidence = " ".join(c.chunk.text for c in result.gate.kept if c.chunk.doc_path.endswith(q["doc"]))
@@ -45,11 +45,16 @@ def test_answerable_question_is_answered_from_the_right_document(pipeline, q):
 
 
 @pytest.mark.parametrize("q", OFF_TOPIC + [pytest.param(q, marks=pytest.mark.xfail(
-    reason="on-topic questions the KB does not answer are refused only in part (in-domain AUROC 0.76)",
+    reason="on-topic questions the KB does not answer are refused only in part (in-domain AUROC 0.66 on unseen articles)",
     strict=False)) for q in UNCOVERED],
     ids=[q["question"][:30] for q in OFF_TOPIC + UNCOVERED])
 def test_unanswerable_question_is_refused_by_the_floor(pipeline, q):
     result = pipeline.ask(q["question"])
+    gate = result.gate
     assert isinstance(result.outcome, Refusal), (
-        f"answered; kept p_relevant {[round(c.p_relevant, 3) for c in result.gate.kept]}, floor {result.gate.floor}")
-    assert result.outcome.best_p_relevant < result.gate.floor
+        f"answered; P(answerable) {gate.p_answerable} (floor {gate.answerability_floor}), kept p_relevant "
+        f"{[round(c.p_relevant, 3) for c in gate.kept]}, floor {gate.floor}")
+    if gate.judged_answerability:  # the question-level probability decided
+        assert result.outcome.p_answerable == gate.p_answerable < gate.answerability_floor
+    else:
+        assert result.outcome.best_p_relevant < gate.floor

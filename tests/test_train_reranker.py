@@ -301,3 +301,21 @@ def test_init_from_an_existing_reranker_adds_and_tunes_the_exact_match_term(beir
     # The depth is the started-from model's; the unused `layers` setting (default 3) must not stand for it.
     assert report["encoder_layers"] == 1 and report["settings"]["layers"] != 1
     assert model_fingerprint(str(out)).split(":")[1] != model_fingerprint(str(start)).split(":")[1]
+
+
+def test_train_reranker_with_a_reader_leaves_gold_out_and_validates_spans(beir_dir, tmp_path, capsys):
+    out = tmp_path / "reader"
+    assert main(["--db", str(tmp_path / "db"), "train-reranker", str(beir_dir), "--out", str(out), "--layers", "1",
+                 "--max-length", "64", "--group-size", "3", "--steps", "3", "--validation-fraction", "0.3",
+                 "--threads", "1", "--reader", "--leave-gold-out", "1.0", "--no-lexical"]) == 0
+    printed = capsys.readouterr()
+    # every answerable training question also trains with its gold passage left out, as unanswerable
+    assert "gold passages left out" in printed.err
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["settings"]["reader"] is True
+    answerable_trained = report["examples"] - report["unanswerable_examples"]
+    assert report["unanswerable_examples"] >= answerable_trained > 0
+    validation = report["validation"]
+    assert "spans" in validation and set(validation["auroc_top_answer_margin"]) <= {"tinyset"}
+    assert Reranker(str(out), max_length=64).has_reader
+    assert "reader spans on" in printed.out or validation["spans"]["n"] == 0

@@ -144,7 +144,7 @@ def test_unanswerable_question_is_refused_without_calling_the_llm(page, app_url,
     calls = CountingChat.calls
     message = ask(page, "What is the capital of Australia?")
     assert REFUSAL_TEXT in message.inner_text()
-    assert "Closest passages, below the evidence floor" in message.inner_text()
+    assert "Closest passages" in message.inner_text()
     assert CountingChat.calls == calls
     assert "kept 0 of" in page.locator("#panel-floor").inner_text()
     page.screenshot(path=str(artifacts / "refusal.png"), full_page=True)

@@ -53,7 +53,10 @@ def test_panel_rows_show_every_candidate_with_scores_and_fate(sample_db, tiny_re
     first = result.gate.ranked[0]
     assert rows[0][3] == f"{first.p_relevant:.4f}" and rows[0][5] == f"{first.rerank_logit:.3f}"
     assert rows[0][4] == rows[0][6] == ""  # a platt calibration orders by nothing else; no semantic part
-    assert rows[0][8] == f"{first.bm25_score:.3f}" and rows[0][9] == f"{first.vector_distance:.3f}"
+    col = present.TABLE_HEADERS.index
+    assert rows[0][col("bm25_score")] == f"{first.bm25_score:.3f}"
+    assert rows[0][col("vector_distance")] == f"{first.vector_distance:.3f}"
+    assert rows[0][col("span_score")] == rows[0][col("null_score")] == rows[0][col("answer")] == ""  # no reader
     markdown = present.outcome_markdown(result)
     assert "**Sources**" in markdown and os.path.basename(result.outcome.cited[0].doc_path) in markdown
     fig = present.score_chart(result.gate)
@@ -107,3 +110,28 @@ def test_local_llm_server_dies_with_its_parent(tmp_path):
         pytest.fail("the model server outlived its parent")
     finally:
         parent.kill()
+
+
+def test_panel_shows_p_answerable_the_reader_columns_and_the_highlighted_span():
+    import dataclasses
+
+    from chatbot.calibration import Calibration
+    from chatbot.gate import apply_gate
+    from chatbot.types import Candidate, Chunk
+
+    chunk = Chunk("c1", "/kb/travel.md", "Travel", ("Hotels",), 0, "City: Rotterdam; Nightly hotel cap: €160.", 12, "h")
+    at = chunk.context_text.index("€160")
+    cand = dataclasses.replace(Candidate(chunk, 0.2, 1, 3.0, 1, 0.03, 0.5, rerank_logit=2.0), semantic_logit=1.5,
+                               span_score=6.25, null_score=-1.5, answer_span=(at, at + 4))
+    cal = Calibration(floor=0.2, answerability_floor=0.4,
+                      answerability_weights={"best_answer_margin": 1.0, "intercept": -5.0})
+    gate = apply_gate([cand], cal, top_n=3)
+    floor = present.floor_markdown(gate, "q", "q")
+    assert "**Floor:** P(answerable) ≥ 0.400; this question **0.940**, answered" in floor
+    row = present.candidate_rows(gate)[0]
+    col = present.TABLE_HEADERS.index
+    assert (row[col("span_score")], row[col("null_score")], row[col("answer")]) == ("6.25", "-1.50", "€160")
+    text = present.chunk_markdown(gate.ranked[0], "kept")
+    assert "span 6.25 · no answer -1.50" in text and "Nightly hotel cap: <mark>€160</mark>." in text
+    refused = apply_gate([dataclasses.replace(cand, span_score=-3.0)], cal, top_n=3)
+    assert "refused" in present.floor_markdown(refused, "q", "q") and refused.kept == ()
