@@ -69,11 +69,6 @@ def fit_isotonic(logits: np.ndarray, labels: np.ndarray, max_knots: int = 200) -
     return tuple(float(v) for v in xs), tuple(float(v) for v in ys)
 
 
-def log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-
 @dataclass(frozen=True)
 class LabelledQuestion:
     """What calibration needs of one evaluated question."""
@@ -237,7 +232,7 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
     val, separation = {}, {}
     for m in methods:
         trial = _fit(m, {k: v[~held] for k, v in pairs.items()}, labels[~held])
-        val[m] = log_loss(_p(trial, pairs, held), labels[held])
+        val[m] = metrics.log_loss(_p(trial, pairs, held), labels[held])
         separation[m] = _separation(trial, judged_part)
     # Differences in AUROC under 0.01 are noise on a few hundred questions; then the better-calibrated wins.
     method = min(methods, key=lambda m: (-round(separation[m] or 0.0, 2), val[m]))
@@ -390,9 +385,10 @@ def _fit_answerability(judged: Sequence[LabelledQuestion], pairs: Calibration,
         *w, b = fit_logistic(x[~held], labels[~held], l2=1e-2)
         p = 1.0 / (1.0 + np.exp(-(x[held] @ np.array(w) + b)))
         y = labels[held]
-        tried[name] = {"log_loss": metrics.log_loss(p, y), "ece": metrics.reliability(p, y)["ece"],
+        reliability = metrics.reliability(p, y)
+        tried[name] = {"log_loss": metrics.log_loss(p, y), "ece": reliability["ece"],
                        "auroc": metrics.auroc(p[y == 1], p[y == 0]) if 0 < y.sum() < len(y) else None,
-                       "reliability": metrics.reliability(p, y)["bins"]}
+                       "reliability": reliability["bins"]}
     if not tried:
         return {}, {"held_out": {}}
     name = min(tried, key=lambda n: tried[n]["log_loss"])

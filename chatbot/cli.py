@@ -208,13 +208,13 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
         # articles it never trained on.
         return held_out_filter(beir_set.name, beir_set.queries, held_out) if held_out else (lambda q: True)
 
-    folders = args.dataset if isinstance(args.dataset, list) else [args.dataset]
+    settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
     pipeline, outcomes = None, []
-    for folder in folders:
+    for folder in args.dataset:
         dataset = load_beir(folder, split=args.split)
         keep = held(dataset)
         queries = [q for q in dataset.queries if keep(q)]
-        if getattr(args, "leave_gold_out", False):
+        if args.leave_gold_out:
             queries += leave_gold_out(queries)
         for extra in args.extra_unanswerable or []:
             if Path(extra).resolve() == Path(folder).resolve():
@@ -224,13 +224,15 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
             queries.extend(LabelledQuery(f"{EXTRA_PREFIX}{q.id}", q.text, {}, answerable=False, source=q.source)
                            for q in other.queries if keep_other(q))
         queries = _sample(queries, args.limit)
-        if getattr(args, "keyword_queries", False):
+        if args.keyword_queries:
             queries += as_keywords(queries)
-        table = args.table if args.table and len(folders) == 1 else f"eval_{_safe_name(dataset.name)}"
-        table_config = dataclasses.replace(config, table=table)
-        # Fitting a calibration needs only logits: do not require the (maybe absent) current one.
-        pipeline = Pipeline.from_config(table_config, calibration=Calibration(floor=0.5) if fitting else None)
-        settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+        table = args.table if args.table and len(args.dataset) == 1 else f"eval_{_safe_name(dataset.name)}"
+        if pipeline is None:
+            # Fitting a calibration needs only logits: do not require the (maybe absent) current one.
+            pipeline = Pipeline.from_config(dataclasses.replace(config, table=table),
+                                            calibration=Calibration(floor=0.5) if fitting else None)
+        else:
+            pipeline = pipeline.with_table(table)
         written = ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, settings,
                                 progress=_corpus_progress(dataset.name))
         print(f"corpus {dataset.corpus_path}: {pipeline.store.count()} chunks in table '{table}'"
@@ -298,12 +300,13 @@ def cmd_calibrate(args) -> int:
         questions = [LabelledQuestion(o.query.id, o.query.answerable, o.pair_logits, o.pair_labels, o.pair_cosines,
                                       o.pair_coverages, o.pair_semantic_logits, o.pair_answer_margins, o.query.source,
                                       span_margin=o.predicted_span_margin if o.query.answers else None,
-                                      span_correct=(span_f1(o.predicted_span or "", o.query.answers) >= 0.5
+                                      span_correct=(span_f1(o.predicted_span, o.query.answers) >= 0.5
                                                     if o.query.answers and o.predicted_span is not None else None),
                                       group=o.dataset + (" as keywords" if o.query.id.startswith(KEYWORD_PREFIX) else ""))
                      for o in outcomes]
-        notes = {"dataset": [str(d) for d in args.dataset], "leave_gold_out": args.leave_gold_out, "extra_unanswerable": args.extra_unanswerable or [],
-                 "limit": args.limit, "held_out_fraction": args.held_out_fraction}
+        notes = {"dataset": [str(d) for d in args.dataset], "leave_gold_out": args.leave_gold_out,
+                 "extra_unanswerable": args.extra_unanswerable or [], "limit": args.limit,
+                 "held_out_fraction": args.held_out_fraction}
     notes.update({"embedder": pipeline.embedder.fingerprint, "pool_size": config.pool_size})
     calibration, details = fit_calibration(
         questions, pipeline.reranker.fingerprint, pipeline.embedder.fingerprint, config.chunking_fingerprint,

@@ -167,6 +167,19 @@ def wordpiece_idf(tokenizer, texts: Iterable[str], batch_size: int = 512) -> tor
     return idf.float()
 
 
+def has_reader(ce) -> bool:
+    """Whether a CrossEncoder's head reads spans (any other model, a hub one included, does not)."""
+    return len(ce._modules) > 1 and bool(getattr(ce[1], "reader", False))
+
+
+def encode_pairs(tokenizer, questions, passages, max_length: int, offsets: bool = True):
+    """(question, passage) pairs tokenized as the reader trains and serves: the passage is what gets
+    cut, and with `offsets` each token's character span (key "offset_mapping") turns token positions
+    into text."""
+    return tokenizer(list(questions), list(passages), truncation="only_second", max_length=max_length,
+                     padding=True, return_tensors="pt", return_offsets_mapping=offsets)
+
+
 def add_reader(ce):
     """Give a segment-cosine CrossEncoder the reader outputs (in place), keeping every other weight."""
     old = ce[1]

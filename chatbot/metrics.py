@@ -82,18 +82,7 @@ def reliability(probs: Sequence[float], labels: Sequence[int], n_bins: int = 10)
 
 def refusal_at_floor(top_p: Sequence[float], answerable: Sequence[bool], floor: float) -> dict:
     """Question-level decisions: a question is refused when its best p_relevant is below the floor."""
-    p = np.asarray(top_p, dtype=np.float64)
-    a = np.asarray(answerable, dtype=bool)
-    refused = p < floor
-    n_refused = int(refused.sum())
-    true_refusals = int((refused & ~a).sum())
-    return {
-        "floor": floor,
-        "refusal_precision": true_refusals / n_refused if n_refused else float("nan"),
-        "refusal_recall": true_refusals / int((~a).sum()) if (~a).any() else float("nan"),
-        "false_refusal_rate": int((refused & a).sum()) / int(a.sum()) if a.any() else float("nan"),
-        "coverage": float((~refused).mean()) if len(p) else float("nan"),
-    }
+    return refusal_decisions(np.asarray(top_p, dtype=np.float64) < floor, answerable, floor)
 
 
 def refusal_decisions(refused: Sequence[bool], answerable: Sequence[bool], floor: float) -> dict:

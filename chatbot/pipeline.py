@@ -114,6 +114,14 @@ class Pipeline:
                    reranker=reranker, calibration=calibration, llm=llm,
                    traces=TraceStore(store) if config.traces else None)
 
+    def with_table(self, table: str) -> "Pipeline":
+        """The same models, calibration and LLM over another table of chunks (evaluating several sets
+        loads the models once)."""
+        config = dataclasses.replace(self.config, table=table)
+        store = ChunkStore(config.db_uri, table)
+        return Pipeline(config, store=store, embedder=self.embedder, reranker=self.reranker,
+                        calibration=self.calibration, llm=self.llm, traces=TraceStore(store) if config.traces else None)
+
     @property
     def prompts(self) -> tuple[str, str]:
         if self._prompts is None:

@@ -120,10 +120,6 @@ def _forward(model, features, offsets=None) -> np.ndarray:
     return torch.stack(columns, dim=1).cpu().numpy()
 
 
-def _has_reader(model) -> bool:
-    return len(model._modules) > 1 and bool(getattr(model[1], "reader", False))
-
-
 def _reader_fields(row: np.ndarray) -> dict:
     def value(x):
         return None if np.isnan(x) else float(x)
@@ -201,7 +197,9 @@ class Reranker:
 
     @property
     def has_reader(self) -> bool:
-        return _has_reader(self.model)
+        from chatbot.cross_encoder import has_reader
+
+        return has_reader(self.model)
 
     def _scores(self, question: str, passages: Sequence[str]) -> np.ndarray:
         out = np.empty((len(passages), len(SCORE_COLUMNS)), dtype=np.float32)
@@ -241,13 +239,14 @@ class Reranker:
         most = self.batch_size or (4 if team.count > 1 else 8)
         batches = _length_batches([len(p) for p in passages], most, team.count)
         # Tokenized here, on the reranker's one thread: a fast tokenizer is not safe to share between threads.
-        if _has_reader(model):
+        from chatbot.cross_encoder import encode_pairs, has_reader
+
+        if has_reader(model):
             # The reader's spans need character offsets, and its training tokenized exactly like this.
             features, offsets = [], []
             for batch in batches:
-                encoded = model.tokenizer([question] * len(batch), [passages[i] for i in batch], padding=True,
-                                          truncation="only_second", max_length=self.max_length,
-                                          return_offsets_mapping=True, return_tensors="pt")
+                encoded = encode_pairs(model.tokenizer, [question] * len(batch), [passages[i] for i in batch],
+                                       self.max_length)
                 offsets.append(encoded.pop("offset_mapping"))
                 features.append(dict(encoded))
             scores = team.map(lambda fo: _forward(model, *fo), list(zip(features, offsets)))

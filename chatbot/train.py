@@ -120,10 +120,6 @@ def _with_reader(ce, settings: TrainSettings):
     return add_reader(ce)
 
 
-def has_reader(ce) -> bool:
-    return is_segment_cosine(ce) and ce[1].reader
-
-
 def is_segment_cosine(ce) -> bool:
     from chatbot.cross_encoder import SegmentCosineHead
 
@@ -233,6 +229,8 @@ def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size
 
     fused = {"ndcg@10": [], "hit@1": [], "hit@5": []}
     reranked = {"ndcg@10": [], "hit@1": [], "hit@5": []}
+    from chatbot.cross_encoder import has_reader
+
     lexical, reading = has_lexical_term(ce), has_reader(ce)
     # dataset -> (answerable, unanswerable) top scores, of the logit and of its semantic part
     tops: dict[str, tuple[list[float], list[float]]] = {}
@@ -290,13 +288,13 @@ def validate(ce, queries: Sequence[ValidationQuery], max_length: int, batch_size
 
 def reader_scores(ce, question: str, passages: Sequence[str], max_length: int, batch_size: int = 32) -> np.ndarray:
     """`chatbot.rerank.SCORE_COLUMNS` per passage for a model with a reader, tokenized as in training."""
+    from chatbot.cross_encoder import encode_pairs
     from chatbot.rerank import _forward
 
     out = []
     for i in range(0, len(passages), batch_size):
-        chunk = list(passages[i:i + batch_size])
-        features = ce.tokenizer([question] * len(chunk), chunk, truncation="only_second", max_length=max_length,
-                                padding=True, return_tensors="pt", return_offsets_mapping=True)
+        chunk = passages[i:i + batch_size]
+        features = encode_pairs(ce.tokenizer, [question] * len(chunk), chunk, max_length)
         offsets = features.pop("offset_mapping")
         out.append(_forward(ce, dict(features), offsets))
     return np.concatenate(out)
@@ -394,6 +392,8 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
             raise ValueError("the checkpoint was trained with" + (" out" if null_logit is not None else "")
                              + " unanswerable questions and this run is not: resume with the same data and options")
         optimizer.load_state_dict(state["optimizer"])
+    from chatbot.cross_encoder import encode_pairs, has_reader
+
     tokenizer = ce.tokenizer
     reading = has_reader(ce)
     with_answers = [e for e in examples if e.answerable and e.answers]
@@ -433,15 +433,17 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
             texts_q.append(example.question)
             texts_p.append(rng.choice(example.positives))
             answers.append(example.answers)
-        features = tokenizer(texts_q, texts_p, truncation="only_second", max_length=settings.max_length,
-                             padding=True, return_tensors="pt", return_offsets_mapping=reading)
-        spans = []
+        features = encode_pairs(tokenizer, texts_q, texts_p, settings.max_length, offsets=reading)
+        # Per pair: (first, last) answer tokens, None for "no answer here", or left out of the reader's loss
+        # (a positive without gold answers, or whose answer the tokenizer cut off, teaches nothing either way).
+        spans, read_rows = [], []
         if reading:
             for row, (passage, gold) in enumerate(zip(texts_p, answers)):
-                if gold is None:
-                    spans.append("skip")
-                else:  # a positive whose answer the tokenizer cut off teaches nothing either way
-                    spans.append(answer_token_span(features, row, passage, gold) or "skip" if gold else None)
+                target = answer_token_span(features, row, passage, gold) if gold else None
+                if gold is None or (gold and target is None):
+                    continue
+                spans.append(target)
+                read_rows.append(row)
             del features["offset_mapping"]
         out = _forward(ce, features)
         scores = out["scores"].reshape(-1)[:ranked_pairs].view(settings.groups_per_step, settings.group_size)
@@ -452,11 +454,9 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
                 null_ready = True
             scores = torch.cat([scores, null_logit.expand(settings.groups_per_step, 1)], dim=1)
         loss = F.cross_entropy(scores, torch.tensor(targets, dtype=torch.long))
-        if reading:
-            keep = [i for i, t in enumerate(spans) if t != "skip"]
-            if keep:
-                read = {k: out[k][keep] for k in ("start_logits", "end_logits", "null_logit")}
-                loss = loss + settings.reader_weight * reader_loss(read, [spans[i] for i in keep])
+        if read_rows:
+            read = {k: out[k][read_rows] for k in ("start_logits", "end_logits", "null_logit")}
+            loss = loss + settings.reader_weight * reader_loss(read, spans)
         warm = min(1.0, (step + 1) / settings.warmup_steps)
         decay = max(0.05, 1.0 - step / settings.steps)
         for group_, base in zip(optimizer.param_groups, base_lrs):

@@ -118,3 +118,16 @@ def test_eval_and_calibrate_judge_answerability_with_a_reader(beir_dir, tmp_path
     assert answers["n_questions"] == 6 and 0 <= answers["span_f1"] <= 100
     assert (out / "answerability_reliability.png").stat().st_size > 1000
     assert "span EM" in capsys.readouterr().out
+
+
+def test_eval_runs_several_sets_each_against_its_own_corpus(beir_dir, tmp_path, tiny_reranker_dir):
+    other = tmp_path / "otherset"
+    shutil.copytree(beir_dir, other)
+    out = tmp_path / "report"
+    assert main(["--db", str(tmp_path / "db"), "eval", str(beir_dir), str(other), "--extra-unanswerable", str(other),
+                 "--reranker", str(tiny_reranker_dir), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    # tinyset: its 9 questions and otherset's 9 as out of domain; otherset: its own 9 (not its own extras)
+    assert report["n_queries"] == 9 + 9 + 9 and report["ranking"]["n_answerable"] == 12
+    assert report["refusal"]["by_unanswerable_kind"]["out_of_domain"]["n_unanswerable"] == 9
+    assert report["dataset"] == [str(beir_dir), str(other)]

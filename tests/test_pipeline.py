@@ -82,3 +82,13 @@ def test_bad_questions_and_empty_store(sample_db, tiny_reranker_dir, tmp_path):
     empty = _pipeline(str(tmp_path / "empty"), tiny_reranker_dir, floor=0.5)
     with pytest.raises(StoreError, match="run `chatbot ingest PATH` first"):
         empty.ask("anything")
+
+
+def test_another_table_shares_the_loaded_models(sample_db, tiny_reranker_dir):
+    pipeline = _pipeline(sample_db, tiny_reranker_dir, floor=0.5)
+    other = pipeline.with_table("elsewhere")
+    assert other.embedder is pipeline.embedder and other.reranker is pipeline.reranker
+    assert other.calibration is pipeline.calibration and other.config.table == "elsewhere"
+    assert other.store.table_name == "elsewhere" and pipeline.store.table_name == pipeline.config.table
+    with pytest.raises(StoreError, match="run `chatbot ingest PATH` first"):
+        other.ask("anything")  # its own, empty table
