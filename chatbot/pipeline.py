@@ -122,6 +122,12 @@ class Pipeline:
         return Pipeline(config, store=store, embedder=self.embedder, reranker=self.reranker,
                         calibration=self.calibration, llm=self.llm, traces=TraceStore(store) if config.traces else None)
 
+    def with_calibration(self, calibration: Calibration) -> "Pipeline":
+        """The same knowledge base and models under another calibration, storing no traces (what
+        replay asks with: re-asking a stored question must not add a trace of its own)."""
+        return Pipeline(dataclasses.replace(self.config, traces=False), store=self.store, embedder=self.embedder,
+                        reranker=self.reranker, calibration=calibration, llm=None, traces=None)
+
     @property
     def prompts(self) -> tuple[str, str]:
         if self._prompts is None:

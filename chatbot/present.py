@@ -193,3 +193,39 @@ def chart_image(gate: GateResult):
         score_chart(gate).savefig(buffer, format="png")
     buffer.seek(0)
     return Image.open(buffer)
+
+
+REPLAY_HEADERS = ["verdict", "then", "now", "score then", "score now", "rating", "top evidence then",
+                  "top evidence now", "question"]
+RATING_MARKS = {1: "👍", -1: "👎"}
+
+
+def replay_rows(replayed) -> list[list[str]]:
+    """One row per replayed question (`replay.Replayed`): the decision then and now, the score it turned on,
+    the user's rating and the top evidence document."""
+    def doc(path):
+        return display_path(path) if path else ""
+
+    return [[r.verdict or "unchanged", r.was + ("" if r.was_final == r.was else f" ({r.was_final} by the LLM)"),
+             r.now, _fmt(r.was_score), _fmt(r.now_score), RATING_MARKS.get(r.rating, ""), doc(r.was_top_doc),
+             doc(r.now_top_doc), r.question] for r in replayed]
+
+
+def replay_summary(report) -> str:
+    """A `replay.ReplayReport` in a few lines: what flipped, how it reads against the ratings, what was skipped."""
+    s, setting = report.summary(), report.setting
+    lines = []
+    if setting:
+        lines.append(f"setting: reranker {setting.get('reranker')}, calibration {setting.get('calibration')}, "
+                     f"floor {setting['floor']:.4f} on {setting.get('floor_on')}" if "floor" in setting
+                     else f"setting: {setting}")
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(s["skip_reasons"].items()))
+    lines.append(f"replayed {s['replayed']} stored questions in {s['seconds']:.1f} s"
+                 + (f"; skipped {s['skipped']} ({skipped})" if s["skipped"] else "")
+                 + f"; pair scores reused from the traces {s['reused_pairs']}, read again {s['scored_pairs']}")
+    verdicts = ", ".join(f"{n} {v}" for v, n in sorted(s["verdicts"].items()))
+    lines.append(f"answered -> refused {s['answered_to_refused']}, refused -> answered {s['refused_to_answered']}, "
+                 f"top evidence changed {s['top_citation_changed']}" + (f" ({verdicts})" if verdicts else ""))
+    lines.append(f"{s['regressions']} regression(s): outcomes users rated good would change"
+                 if s["regressions"] else "no outcome a user rated 👍 would change")
+    return "\n".join(lines)

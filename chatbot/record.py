@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatbot.types import Answer, AskResult, Candidate
+from chatbot.types import Answer, AskResult, Candidate, Chunk, GateResult
 
 
 def candidate_record(c: Candidate, status: str, cited_as: int | None) -> dict[str, Any]:
@@ -67,3 +67,33 @@ def ask_record(result: AskResult, fingerprints: dict[str, str] | None = None) ->
         record["refusal"] = {"reason": outcome.reason, "best_p_relevant": outcome.best_p_relevant,
                              "near_misses": [c.chunk.id for c in outcome.near_misses]}
     return record
+
+
+def candidate_from_record(d: dict[str, Any]) -> Candidate:
+    """A candidate as `candidate_record` stored it. The chunk's token count and content hash are not
+    stored, so they read 0 and "": enough to show it and to key its scores, not to re-ingest it."""
+    chunk = Chunk(id=d["chunk_id"], doc_path=d["doc_path"], title=d.get("title") or "",
+                  heading_path=tuple(d.get("heading_path") or ()), position=int(d.get("position") or 0),
+                  text=d.get("text") or "", token_count=0, content_hash="")
+    span = d.get("answer_span")
+    return Candidate(chunk=chunk, vector_distance=d["vector_distance"], vector_rank=d.get("vector_rank"),
+                     bm25_score=d["bm25_score"], bm25_rank=d.get("bm25_rank"), rrf_score=d["rrf_score"],
+                     term_coverage=d.get("term_coverage") or 0.0, rerank_logit=d.get("rerank_logit"),
+                     semantic_logit=d.get("semantic_logit"), p_relevant=d.get("p_relevant"),
+                     ranking_score=d.get("ranking_score"), span_score=d.get("span_score"),
+                     null_score=d.get("null_score"), answer_span=tuple(span) if span else None)
+
+
+def gate_from_record(record: dict[str, Any]) -> GateResult:
+    """The gate's verdict as an `ask_record` stored it: what a past question's inspection panel showed."""
+    ranked = tuple(candidate_from_record(d) for d in record.get("candidates", []))
+    by_id = {c.chunk.id: c for c in ranked}
+    return GateResult(floor=float(record["floor"]), top_n=int(record.get("top_n") or len(record.get("kept", ()))),
+                      ranked=ranked, kept=tuple(by_id[i] for i in record.get("kept", []) if i in by_id),
+                      p_answerable=record.get("p_answerable"), answerability_floor=record.get("answerability_floor"))
+
+
+def cited_chunks(record: dict[str, Any]) -> tuple[Chunk, ...]:
+    """The chunks a stored answer cited, in citation order."""
+    by_id = {d["chunk_id"]: candidate_from_record(d).chunk for d in record.get("candidates", [])}
+    return tuple(by_id[i] for i in record.get("cited", []) if i in by_id)

@@ -223,6 +223,23 @@ class Reranker:
                 self._cache.popitem(last=False)
         return out
 
+    def clear_cache(self) -> None:
+        self._thread.run(self._cache.clear)
+
+    def remember(self, question: str, passage: str, row: Sequence[float]) -> bool:
+        """Put a pair's SCORE_COLUMNS, scored before by this same model (a stored trace), in the pair
+        cache, so reading the pair again costs nothing. False when the cache is off."""
+        if not self.cache_pairs:
+            return False
+        return self._thread.run(self._remember, self._key(question, passage), np.asarray(row, dtype=np.float32))
+
+    def _remember(self, key: bytes, row: np.ndarray) -> bool:
+        self._cache[key] = row
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_pairs:
+            self._cache.popitem(last=False)
+        return True
+
     @staticmethod
     def _key(question: str, passage: str) -> bytes:
         return hashlib.blake2b(f"{question}\x00{passage}".encode("utf-8", "surrogatepass"), digest_size=16).digest()

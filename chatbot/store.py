@@ -155,6 +155,10 @@ class ChunkStore:
     def exists(self) -> bool:
         return self.table is not None
 
+    def has_table(self, name: str) -> bool:
+        """Whether a table of that name is in this database (without creating it)."""
+        return self._open(name) is not None
+
     # -- what built the table -------------------------------------------------
     def _meta(self) -> dict[str, str]:
         meta = self._open(f"{self.table_name}_meta")
@@ -197,6 +201,11 @@ class ChunkStore:
             return {}
         t = self._scan(["doc_path", "content_hash"])
         return dict(zip(t.column("doc_path").to_pylist(), t.column("content_hash").to_pylist()))
+
+    def chunk_ids(self) -> set[str]:
+        if self.table is None:
+            return set()
+        return set(self._scan(["id"]).column("id").to_pylist())
 
     def document_chunk_counts(self) -> dict[str, int]:
         """doc_path -> number of chunks, for showing what is indexed."""

@@ -79,6 +79,17 @@ class TraceStore:
         rows = self.table.search().where("feedback_json != '{}'").limit(None).to_arrow().to_pylist()
         return [_decoded(row) for row in rows]
 
+    def replayable(self, since: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Traces asked at or after `since` (unix seconds), newest first, at most `limit`, decoded as `get`
+        returns them: what `chatbot replay` re-runs."""
+        if not self.store.has_table(self.table_name):
+            return []
+        query = self.table.search()
+        if since is not None:
+            query = query.where(f"asked_at >= {float(since)!r}")
+        rows = sorted(query.limit(None).to_arrow().to_pylist(), key=lambda r: -(r["asked_at"] or 0.0))
+        return [_decoded(row) for row in rows[:limit]]
+
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.table.search().select(["trace_id", "asked_at", "question", "decision", "top_p_relevant", "floor"]) \
             .limit(None).to_arrow().to_pylist()

@@ -87,8 +87,10 @@ class ChatSession:
 
 class ChatApp:
     def __init__(self, pipeline: Pipeline, *, ingest: IngestFn | None = None, upload_dir: Path | None = None,
-                 upload_max_bytes: int = 25 * 2**20, llm_label: str = ""):
+                 upload_max_bytes: int = 25 * 2**20, llm_label: str = "", replay_tab: bool = False):
         self.pipeline = pipeline
+        # The Replay tab shows every stored question, whoever asked it: for the knowledge base's owners.
+        self.replay_tab = replay_tab
         self.ingest = ingest
         self.upload_dir = upload_dir
         self.upload_max_bytes = upload_max_bytes
@@ -218,6 +220,55 @@ class ChatApp:
                         self.documents(), None)
         return "**Nothing ingested.**\n" + "\n".join(problems), self.documents(), None
 
+    # --- replay (owners) -----------------------------------------------------------------------------------
+
+    def replay(self, calibration_file: str | None, floor: float | None, limit: float | None,
+               since: str | None) -> tuple[str, list[list[str]], list]:
+        """Re-ask the stored questions under another calibration file and/or floor: (summary, the changes as
+        table rows, the changes themselves for `replay_select`)."""
+        from chatbot.calibration import Calibration
+        from chatbot.replay import changes_first, parse_since, replay
+
+        pipeline = self.pipeline
+        try:
+            calibration = pipeline.calibration
+            source = "the running calibration"
+            if calibration_file:
+                calibration = Calibration.load(calibration_file)
+                calibration.check_fits(pipeline.fingerprints, Path(calibration_file).name)
+                source = Path(calibration_file).name
+            if floor is not None and floor == floor:  # an emptied number box gives None (or NaN)
+                calibration = calibration.with_decision_floor(float(floor))
+            since_s = parse_since(since)
+            if pipeline.traces is None:
+                return "Score traces are turned off (config key traces): there is nothing to replay.", [], []
+            traces = pipeline.traces.replayable(since_s, int(limit) if limit else None)
+            if not traces:
+                return "No stored questions to replay" + (f" since {since}" if since else "") + ".", [], []
+            setting = {"reranker": pipeline.config.reranker, "calibration": source,
+                       "floor": calibration.decision_floor,
+                       "floor_on": "P(answerable)" if calibration.judges_answerability else "p_relevant"}
+            report = replay(pipeline.with_calibration(calibration), traces, setting)
+        except ChatbotError as e:
+            return f"⚠️ {e}", [], []
+        changes = changes_first(report.replayed)
+        return (present.replay_summary(report).replace("\n", "  \n")
+                + ("\n\n*Click a row to see both inspection panels.*" if changes else ""),
+                present.replay_rows(changes), changes)
+
+    @staticmethod
+    def replay_select(changes: list | None, evt: Any) -> tuple[str, list[list[str]], str, list[list[str]]]:
+        """Both inspection panels of one replayed question: as it was answered, and under the new setting."""
+        from chatbot.record import cited_chunks, gate_from_record
+
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if not changes or not 0 <= row < len(changes):
+            return "", [], "", []
+        r = changes[row]
+        then = gate_from_record(r.record)
+        return (present.floor_markdown(then, r.question, r.question), present.candidate_rows(then, cited_chunks(r.record)),
+                present.floor_markdown(r.gate, r.question, r.question), present.candidate_rows(r.gate))
+
     # --- layout -------------------------------------------------------------------------------------------------
 
     def build(self):
@@ -258,6 +309,9 @@ class ChatApp:
                 docs = gr.Dataframe(headers=["document", "chunks"], value=self.documents, interactive=False,
                                     label="Indexed documents", elem_id="documents")
 
+            if self.replay_tab:
+                self._build_replay_tab(gr)
+
             outputs = [box, chat, session, floor, table, chart, timings, chunk_text]
             # One public API endpoint ("/ask", for gradio_client and scripts); Enter in the box is the same call.
             send.click(self.respond, [box, chat, session], outputs, concurrency_limit=4, concurrency_id="chat",
@@ -282,6 +336,44 @@ class ChatApp:
 
             ingest_button.click(upload, [files], [ingest_status, docs, files], concurrency_limit=1)
         return demo
+
+
+    def _build_replay_tab(self, gr) -> None:
+        with gr.Tab("Replay"):
+            gr.Markdown("Re-ask the stored questions under another calibration or floor, and see which would flip "
+                        "before you ship it. Nothing is stored and no LLM is called.")
+            with gr.Row():
+                calibration = gr.File(file_count="single", file_types=[".json"], type="filepath",
+                                      label="Calibration file (empty: the running one)", elem_id="replay-calibration")
+                with gr.Column():
+                    floor = gr.Number(label="Floor (empty: the calibration's)", minimum=0.0, maximum=1.0,
+                                      elem_id="replay-floor")
+                    limit = gr.Number(label="Most recent questions", value=500, minimum=1, precision=0,
+                                      elem_id="replay-limit")
+                    since = gr.Textbox(label="Asked since (YYYY-MM-DD, optional)", elem_id="replay-since")
+            run = gr.Button("Replay", variant="primary", elem_id="replay-run")
+            summary = gr.Markdown(elem_id="replay-summary")
+            flips = gr.Dataframe(headers=present.REPLAY_HEADERS, interactive=False, wrap=True, elem_id="replay-table",
+                                 label="What would change (regressions first)")
+            changes = gr.State([])
+            with gr.Row():
+                with gr.Column():
+                    gr.Markdown("#### Then")
+                    then_floor = gr.Markdown(elem_id="replay-then-floor")
+                    then_table = gr.Dataframe(headers=present.TABLE_HEADERS, interactive=False, wrap=True,
+                                              elem_id="replay-then-table")
+                with gr.Column():
+                    gr.Markdown("#### Now")
+                    now_floor = gr.Markdown(elem_id="replay-now-floor")
+                    now_table = gr.Dataframe(headers=present.TABLE_HEADERS, interactive=False, wrap=True,
+                                             elem_id="replay-now-table")
+            run.click(self.replay, [calibration, floor, limit, since], [summary, flips, changes], concurrency_limit=1)
+
+            def on_select(changes_, evt):
+                return self.replay_select(changes_, evt)
+
+            on_select.__annotations__ = {"evt": gr.SelectData}
+            flips.select(on_select, [changes], [then_floor, then_table, now_floor, now_table])
 
 
 def theme():

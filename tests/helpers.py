@@ -179,3 +179,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ask_and_rate(pipeline, ratings: dict) -> dict:
+    """Ask each question through `pipeline` (traces on) and rate the answer or refusal as the UI does:
+    `ratings` maps question -> +1, -1 or None. Returns question -> its AskResult (with trace_id)."""
+    results = {}
+    for question, rating in ratings.items():
+        result = pipeline.ask(question)
+        assert result.trace_id, result.trace_error
+        if rating is not None:
+            pipeline.traces.add_feedback(result.trace_id, rating)
+        results[question] = result
+    return results

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from chatbot.local_llm import LOCAL_MODEL_ALIAS, LocalLLMServer, local_llm_avail
 from chatbot.pipeline import Pipeline
 from chatbot.present import REFUSAL_TEXT
 from chatbot.ui import ChatApp, launch
-from tests.helpers import free_port
+from tests.helpers import ask_and_rate, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 LOOPBACK = ("http://127.0.0.1", "http://localhost", "data:", "blob:", "about:")
@@ -74,9 +75,10 @@ def app_url(sample_db, tmp_path_factory):
             local.stop()
 
 
-@pytest.fixture
-def page(app_url, artifacts, request):
-    url, _ = app_url
+@contextmanager
+def browser_page(url: str, artifacts: Path, request):
+    """A fresh Chromium page on `url` that records every request leaving loopback, and leaves a
+    screenshot when the test failed."""
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -90,6 +92,12 @@ def page(app_url, artifacts, request):
         if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
             page.screenshot(path=str(artifacts / f"FAILED-{request.node.name}.png"), full_page=True)
         browser.close()
+
+
+@pytest.fixture
+def page(app_url, artifacts, request):
+    with browser_page(app_url[0], artifacts, request) as page:
+        yield page
 
 
 ANSWER_TIMEOUT_MS = 240_000
@@ -176,3 +184,46 @@ def test_uploaded_document_is_ingested_and_answers_questions(page, app_url, tmp_
     page.get_by_role("tab", name="Chat").click()
     message = ask(page, "What is the name of the office zebra at the Porto depot?")
     assert "zebra care.md" in message.inner_text() and "Humphrey" in message.inner_text()
+
+
+@pytest.fixture(scope="module")
+def replay_app(sample_db, tmp_path_factory):
+    """The app with the Replay tab, over a knowledge base whose traces hold rated questions."""
+    db = tmp_path_factory.mktemp("replay-ui") / "lancedb"
+    shutil.copytree(sample_db, db)
+    shutil.rmtree(db / "chunks_traces.lance", ignore_errors=True)  # questions other tests asked of the shared copy
+    pipeline = Pipeline.from_config(Config(db_uri=str(db)))
+    results = ask_and_rate(pipeline, {"What's the heaviest load a single H2 robot can carry?": 1,
+                                      "What is the capital of Australia?": 1,
+                                      "Who won the 2018 FIFA World Cup?": -1})
+    port = free_port()
+    demo = launch(ChatApp(pipeline, replay_tab=True), port=port, block=False)
+    yield f"http://127.0.0.1:{port}", results
+    demo.close()
+
+
+def test_replay_tab_shows_the_flips_of_a_new_floor_and_both_panels(replay_app, artifacts, request):
+    url, results = replay_app
+    with browser_page(url, artifacts, request) as page:
+        page.get_by_role("tab", name="Replay").click()
+        page.fill("#replay-floor input", "0")  # every refusal would now be answered
+        page.click("#replay-run")
+        page.wait_for_function("() => document.querySelector('#replay-summary').innerText.includes('replayed')",
+                               timeout=120_000)
+        summary = page.locator("#replay-summary").inner_text()
+        assert "replayed 3 stored questions" in summary and "refused -> answered 2" in summary
+        assert "1 regression(s)" in summary
+        grid = page.locator("#replay-table [role=grid]")
+        assert int(grid.get_attribute("aria-rowcount")) - 1 == 2
+        first = page.locator("#replay-table [role=row][aria-rowindex='2']").inner_text()
+        second = page.locator("#replay-table [role=row][aria-rowindex='3']").inner_text()
+        # The refusal a user rated 👍 would now be answered: a regression, listed first.
+        assert "regression" in first and "capital of Australia" in first and "👍" in first
+        assert "fix" in second and "World Cup" in second and "👎" in second
+        page.locator("#replay-table [data-testid='cell-0-0']").click()
+        page.wait_for_function("() => document.querySelector('#replay-now-floor').innerText.includes('Floor')")
+        assert "refused" in page.locator("#replay-then-floor").inner_text()
+        assert "answered" in page.locator("#replay-now-floor").inner_text()
+        assert "kept" in page.locator("#replay-now-table").inner_text()
+        page.screenshot(path=str(artifacts / "replay.png"), full_page=True)
+        assert page.outside_requests == []
