@@ -31,7 +31,6 @@ EVAL = ROOT.parent / "shared" / "eval" / "squad2"
 
 
 def main(n: int) -> dict:
-    import dataclasses
 
     from chatbot.config import Config
     from chatbot.pipeline import Pipeline

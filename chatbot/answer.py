@@ -331,8 +331,9 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
         holder = [k for k, (i, sentence) in enumerate(sentences) if i == best_chunk and best_text in sentence]
         score[holder[:1]] = np.inf
     picked = list(np.argsort(-score)[:max_sentences])
-    chosen = picked[:1] + sorted(picked[1:], key=lambda k: (sentences[k][0], k)) if spans else \
-        sorted(picked, key=lambda k: (sentences[k][0], k))
+    # The closest sentence leads (a table row that answers, the sentence that holds the span); the
+    # others follow in reading order.
+    chosen = picked[:1] + sorted(picked[1:], key=lambda k: (sentences[k][0], k))
     order: list[int] = []
 
     def cite(chunk_index: int) -> str:

@@ -78,14 +78,45 @@ def cmd_ingest(args) -> int:
     def progress(files, total):
         return tqdm(files, total=total, unit="file", desc="ingest", disable=args.quiet or None, file=sys.stderr)
 
-    report = make_ingest(config, store, embedder)(args.paths, progress)
+    from ingest.web import is_url
+
+    urls = [p for p in args.paths if is_url(p)]
+    paths = [p for p in args.paths if not is_url(p)]
+    if args.depth < 0 or args.max_pages < 1:
+        raise ConfigError("--depth must be 0 or more and --max-pages at least 1")
+    reports = []
+    if paths:
+        reports.append(make_ingest(config, store, embedder)(paths, progress))
+    if urls:
+        reports.append(_ingest_web(config, store, embedder, urls, args))
+    for report in reports:
+        _print_ingest(report)
+    print(f"knowledge base: {store.count()} chunks in table '{config.table}' at {config.db_uri}")
+    done = any(r.added or r.updated or r.unchanged for r in reports)
+    return 1 if any(r.failed for r in reports) and not done else 0
+
+
+def _ingest_web(config: Config, store, embedder, urls: list[str], args):
+    from tqdm import tqdm
+
+    from chatbot.retrieve import full_text_index_threshold
+    from ingest.run import ChunkingSettings
+    from ingest.web import CrawlSettings, ingest_urls
+
+    settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+    crawl = CrawlSettings(depth=args.depth, max_pages=args.max_pages, max_bytes=config.max_file_mb * 2**20)
+    return ingest_urls(urls, store, embedder, settings, crawl, batch_chunks=config.ingest_batch_chunks,
+                       full_text_index_from=full_text_index_threshold(config.bm25_backend, store.is_remote),
+                       progress=lambda pages: tqdm(pages, unit="page", desc="fetch", file=sys.stderr,
+                                                   disable=args.quiet or None))
+
+
+def _print_ingest(report) -> None:
     for path in report.removed:
         print(f"removed (no longer on disk): {_display_path(path)}")
     for path, reason in report.failed:
         print(f"failed: {_display_path(path)}: {reason}", file=sys.stderr)
     print(report.summary())
-    print(f"knowledge base: {store.count()} chunks in table '{config.table}' at {config.db_uri}")
-    return 1 if report.failed and not (report.added or report.updated or report.unchanged) else 0
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -606,7 +637,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", help="ingest files or folders into the knowledge base")
-    p.add_argument("paths", nargs="+", help="files or folders (.md .txt .html .pdf .docx)")
+    p.add_argument("paths", nargs="+", help="files, folders or web pages (http/https URLs): .md .txt .html .pdf .docx "
+                                            ".xlsx .csv .tsv .pptx, and images and scans (with Tesseract)")
+    p.add_argument("--depth", type=int, default=0,
+                   help="for a URL: follow links this many steps, within its host and folder (default 0: the page alone)")
+    p.add_argument("--max-pages", type=int, default=50, help="for a URL: fetch at most this many pages (default 50)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 

@@ -28,6 +28,8 @@ def where(chunk: Chunk) -> str:
 
 
 def display_path(path: str) -> str:
+    if "://" in path:  # a web page's URL, as it was fetched
+        return path
     try:
         relative = os.path.relpath(path)
     except ValueError:
@@ -141,11 +143,44 @@ def chunk_markdown(candidate: Candidate, status: str) -> str:
             f"{scores}\n\n{highlight_answer(candidate)}")
 
 
+TABLE_CAPTION, TABLE_CELL = " — ", "; "  # how ingest writes a table row: "caption — header: value; header: value"
+
+
+def table_markdown(text: str) -> str | None:
+    """A chunk of table rows (as ingest writes them) as a small markdown table; None when the text is not
+    rows of one table (differing columns, a cell that does not read "header: value")."""
+    caption, header, rows = None, None, []
+    for line in text.split("\n"):
+        head, sep, cells = line.partition(TABLE_CAPTION)
+        if not sep:
+            head, cells = "", line
+        if caption is None:
+            caption = head
+        pairs = [cell.partition(": ") for cell in cells.split(TABLE_CELL)]
+        if head != caption or any(not p[1] or not p[0] for p in pairs) or len(pairs) < 2:
+            return None
+        keys = [p[0] for p in pairs]
+        if header is None:
+            header = keys
+        if keys != header:
+            return None
+        rows.append([p[2] for p in pairs])
+    if not rows:
+        return None
+
+    def cell(value: str) -> str:
+        return html.escape(value).replace("|", "\\|")
+
+    lines = ([f"*{cell(caption)}*", ""] if caption else []) + ["| " + " | ".join(cell(h) for h in header) + " |",
+                                                                "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
 def highlight_answer(candidate: Candidate) -> str:
     """The chunk's text (as markdown) with the reader's span marked, when the span lies in the text."""
     text = candidate.chunk.text
     if candidate.answer_span is None:
-        return text
+        return table_markdown(text) or text
     offset = len(candidate.chunk.context_text) - len(text)  # the span counts from the title and headings
     first, last = candidate.answer_span[0] - offset, candidate.answer_span[1] - offset
     if first < 0 or last > len(text) or first >= last:

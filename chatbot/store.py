@@ -31,6 +31,10 @@ METADATA_CACHE_BYTES = 64 * 2**20
 VECTOR_REFINE_FACTOR = 5  # candidates re-scored with full vectors per result, when an ANN index answers
 
 
+WEB_SCHEMA = pa.schema([pa.field("url", pa.string(), nullable=False), pa.field("etag", pa.string()),
+                        pa.field("last_modified", pa.string())])
+
+
 def sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -201,6 +205,29 @@ class ChunkStore:
             return {}
         t = self._scan(["doc_path", "content_hash"])
         return dict(zip(t.column("doc_path").to_pylist(), t.column("content_hash").to_pylist()))
+
+    # -- what web pages were fetched as (ETag / Last-Modified), for conditional re-fetching -----------
+    @property
+    def _web_table_name(self) -> str:
+        return f"{self.table_name}_web"
+
+    def web_validators(self) -> dict[str, tuple[str, str]]:
+        """url -> (etag, last_modified) of every page stored from the web."""
+        table = self._open(self._web_table_name)
+        if table is None:
+            return {}
+        return {r["url"]: (r["etag"], r["last_modified"]) for r in table.to_arrow().to_pylist()}
+
+    def save_web_validators(self, validators: dict[str, tuple[str, str]]) -> None:
+        if not validators:
+            return
+        rows = pa.Table.from_pylist([{"url": u, "etag": e or "", "last_modified": m or ""}
+                                     for u, (e, m) in validators.items()], schema=WEB_SCHEMA)
+        table = self._open(self._web_table_name)
+        if table is None:
+            self.db.create_table(self._web_table_name, data=rows)
+        else:
+            table.merge_insert("url").when_matched_update_all().when_not_matched_insert_all().execute(rows)
 
     def chunk_ids(self) -> set[str]:
         if self.table is None:

@@ -24,7 +24,9 @@ from chatbot.errors import ChatbotError
 from chatbot.pipeline import AnswerDelta, Evidence, Pipeline, clean_question
 from chatbot.types import AskResult
 
-UPLOAD_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
+# What ingest reads (ingest.parse.SUPPORTED_SUFFIXES; the UI does not import ingest, the CLI composes them).
+UPLOAD_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx", ".xlsx", ".csv", ".tsv", ".pptx",
+                   ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 CSS = """
 #chat .refusal { border-left: 4px solid #b71c1c; background: #fdecea; padding: 6px 10px; border-radius: 4px; }
 #chat .refusal, #chat .refusal strong { color: #b71c1c !important; font-size: 1.05em; }

@@ -1,4 +1,4 @@
-"""Generate the binary (PDF and DOCX) documents of the sample knowledge base.
+"""Generate the binary (PDF, DOCX, XLSX, PPTX and a scanned page) documents of the sample knowledge base.
 
 The text of each document is defined below. Output is deterministic: reportlab
 runs with invariant=1 and the DOCX is written with fixed metadata and fixed ZIP
@@ -9,6 +9,7 @@ Usage:  python make_binary_docs.py        (writes into ./kb/ next to this file)
 
 import io
 import datetime
+import re
 import zipfile
 from pathlib import Path
 
@@ -299,25 +300,151 @@ def build_docx(blocks, path, title):
     cp.modified = FIXED_DATE
     cp.last_printed = FIXED_DATE
     cp.revision = 1
+    fixed_zip(d.save, path)
+
+
+def fixed_zip(save, path, properties=None):
+    """Write an Office file (`save` takes a file object) with fixed dates, so the bytes are reproducible."""
+    if properties is not None:
+        for name in ("created", "modified", "last_printed"):
+            if hasattr(properties, name):
+                setattr(properties, name, FIXED_DATE)
+        if hasattr(properties, "creator"):
+            properties.creator = AUTHOR
+        if hasattr(properties, "lastModifiedBy"):
+            properties.lastModifiedBy = AUTHOR
+        if hasattr(properties, "last_modified_by"):
+            properties.last_modified_by = AUTHOR
     buf = io.BytesIO()
-    d.save(buf)
-    # Rewrite the ZIP with fixed timestamps so the bytes are reproducible.
+    save(buf)
     buf.seek(0)
     with zipfile.ZipFile(buf) as zin, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zout:
         for name in zin.namelist():
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            zout.writestr(info, zin.read(name))
+            data = zin.read(name)
+            if name == "docProps/core.xml":  # openpyxl stamps the save time over `modified`
+                data = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>" + FIXED_DATE.strftime("%Y-%m-%dT%H:%M:%SZ").encode(), data)
+            zout.writestr(info, data)
+
+
+# ------------------------------------------------- XLSX, PPTX, scanned page ----
+
+SITE_REGISTER = [
+    ["Customer", "Site", "Country", "H2 robots", "Go-live"],
+    ["Brightwell Foods", "Leeds distribution centre", "United Kingdom", 24, datetime.date(2024, 5, 13)],
+    ["Nordhavn Logistics", "Aarhus port warehouse", "Denmark", 16, datetime.date(2023, 11, 2)],
+    ["Vale Pharma", "Porto cold store", "Portugal", 9, datetime.date(2024, 9, 30)],
+    ["Cascadia Retail", "Tacoma returns hub", "United States", 31, datetime.date(2025, 1, 20)],
+]
+SITE_CONTACTS = [
+    ["Site", "Halyard site lead", "Support plan"],
+    ["Leeds distribution centre", "Oliver Grant", "Premier Care"],
+    ["Aarhus port warehouse", "Freja Lund", "Standard"],
+    ["Porto cold store", "Joana Pires", "Premier Care"],
+    ["Tacoma returns hub", "Mason Reyes", "Standard"],
+]
+
+
+def build_xlsx(path, title):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sites = book.active
+    sites.title = "Customer sites"
+    for row in SITE_REGISTER:
+        sites.append(row)
+    for row in sites.iter_rows(min_row=2, min_col=5, max_col=5):
+        for cell in row:
+            cell.number_format = "yyyy-mm-dd"
+    contacts = book.create_sheet("Site contacts")
+    for row in SITE_CONTACTS:
+        contacts.append(row)
+    book.properties.title = title
+    fixed_zip(book.save, path, book.properties)
+
+
+ALL_HANDS = [  # (slide title, body lines, table rows or None, speaker notes)
+    ("Q1 2025 all-hands", ["Halyard Robotics, 3 April 2025"], None, ""),
+    ("Q1 in numbers", [], [["Metric", "Q1 2025"], ["H2 robots shipped", "148"], ["New customer sites", "7"],
+                           ["Fleet uptime", "99.62%"], ["Support tickets closed", "1,904"]],
+     "Uptime counts every customer site, planned maintenance excluded."),
+    ("Office move", ["The Lisbon office moves to Avenida da Liberdade 212 on 1 July 2025.",
+                     "Desks are packed by the movers on Friday 27 June."],
+     None, "The movers are Transportes Tejo; questions go to facilities@halyard.example."),
+]
+
+
+def build_pptx(path, title):
+    from pptx import Presentation
+    from pptx.util import Inches, Pt
+
+    deck = Presentation()
+    for number, (heading, lines, table, notes) in enumerate(ALL_HANDS):
+        slide = deck.slides.add_slide(deck.slide_layouts[0 if number == 0 else 5])
+        slide.shapes.title.text = heading
+        if number == 0:
+            slide.placeholders[1].text = lines[0]
+        elif lines:
+            box = slide.shapes.add_textbox(Inches(0.7), Inches(1.8), Inches(8.6), Inches(3)).text_frame
+            box.word_wrap = True
+            box.text = lines[0]
+            for line in lines[1:]:
+                box.add_paragraph().text = line
+            for paragraph in box.paragraphs:
+                paragraph.runs[0].font.size = Pt(20)
+        if table:
+            shape = slide.shapes.add_table(len(table), 2, Inches(1), Inches(1.8), Inches(8), Inches(3))
+            for r, row in enumerate(table):
+                for c, value in enumerate(row):
+                    shape.table.cell(r, c).text = value
+        if notes:
+            slide.notes_slide.notes_text_frame.text = notes
+    deck.core_properties.title = title
+    fixed_zip(deck.save, path, deck.core_properties)
+
+
+FIRE_NOTICE = [
+    ("FIRE SAFETY NOTICE - LISBON OFFICE", 44),
+    ("", 30),
+    ("If the fire alarm sounds, leave the building by the", 30),
+    ("nearest stairway. Do not use the lifts.", 30),
+    ("", 30),
+    ("Assembly point: the square in front of the", 30),
+    ("Rua Augusta arch.", 30),
+    ("", 30),
+    ("Fire wardens: Beatriz Lopes (floor 2) and Rui Matos (floor 3).", 30),
+    ("The next fire drill is on 14 March 2025 at 10:30.", 30),
+]
+
+
+def build_scanned_pdf(path, title):
+    """A page as a scanner makes it: an image with no text layer (only OCR can read it)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font_file = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    page = Image.new("L", (1654, 2339), color=255)  # A4 at 200 dpi
+    draw = ImageDraw.Draw(page)
+    y = 180
+    for text, size in FIRE_NOTICE:
+        draw.text((140, y), text, fill=0, font=ImageFont.truetype(font_file, size))
+        y += int(size * 1.7)
+    page.save(path, "PDF", resolution=200.0, title=title, author=AUTHOR, creationDate=FIXED_DATE.timetuple(),
+              modDate=FIXED_DATE.timetuple())
 
 
 def main():
     KB_DIR.mkdir(parents=True, exist_ok=True)
+    build_xlsx(KB_DIR / "customer-site-register.xlsx", "Customer Site Register")
+    build_pptx(KB_DIR / "all-hands-2025-q1.pptx", "Q1 2025 All-Hands")
+    build_scanned_pdf(KB_DIR / "fire-safety-notice-scan.pdf", "Fire Safety Notice (scan)")
     build_pdf(TRAVEL_POLICY, KB_DIR / "travel-policy.pdf", "Travel Policy")
     build_pdf(RMA_PROCESS, KB_DIR / "rma-process.pdf", "Hardware Returns (RMA) Process")
     build_docx(DEPLOYMENT_GUIDE, KB_DIR / "fleet-deployment-guide.docx",
                "Fleet Software Deployment Guide")
-    print("wrote travel-policy.pdf, rma-process.pdf, fleet-deployment-guide.docx to", KB_DIR)
+    print("wrote travel-policy.pdf, rma-process.pdf, fleet-deployment-guide.docx, customer-site-register.xlsx, "
+          "all-hands-2025-q1.pptx, fire-safety-notice-scan.pdf to", KB_DIR)
 
 
 if __name__ == "__main__":

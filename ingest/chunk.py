@@ -5,6 +5,11 @@ tiktoken tokens, overlapping by about `overlap_tokens`. Cuts fall on a paragraph
 one is in the second half of the window, else a sentence end, else between words. A single
 "word" longer than a whole window (a URL, a base64 blob) is the only thing ever cut inside.
 A chunk never spans two sections, so every chunk has one heading path.
+
+A table is its own section, and each of its rows one line that carries the table's caption and
+its column headers ("Nightly hotel cap — City: Rotterdam; Cap per night: €160"), so a row can be
+found and quoted alone. Table chunks are cut between rows, never inside one (a row longer than a
+whole window is the exception, cut as text), and need no overlap: every row names its columns.
 """
 
 from __future__ import annotations
@@ -19,10 +24,37 @@ from chatbot.types import Chunk
 _SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*$")
 
 
+CAPTION_SEPARATOR = " — "
+CELL_SEPARATOR = "; "
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table as its header and rows of cell text (rows padded to the header's width)."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+
+    def row_text(self, row: tuple[str, ...]) -> str:
+        """One row as a line of "header: value" cells, after the caption. Empty cells are left out;
+        a column without a header gives its bare value."""
+        if not any(self.header):  # no column names: the first cell labels the row ("Maximum payload: 600 kg")
+            label, rest = row[0], [v for v in row[1:] if v]
+            cells = f"{label}: {CELL_SEPARATOR.join(rest)}" if label and rest else CELL_SEPARATOR.join(v for v in row if v)
+        else:
+            cells = CELL_SEPARATOR.join(f"{h}: {v}" if h else v for h, v in zip(self.header, row) if v)
+        return f"{self.caption}{CAPTION_SEPARATOR}{cells}" if self.caption and cells else cells
+
+    def lines(self) -> list[str]:
+        return [line for line in (self.row_text(r) for r in self.rows) if line]
+
+
 @dataclass(frozen=True)
 class Section:
     heading_path: tuple[str, ...]
     text: str
+    table: Table | None = None  # a table section: `text` is its row lines, and chunks cut between rows
 
 
 @dataclass(frozen=True)
@@ -102,8 +134,12 @@ def chunk_document(
 ) -> list[Chunk]:
     chunks: list[Chunk] = []
     for section in doc.sections:
-        for span in split_spans(section.text, max_tokens, overlap_tokens, encoding):
-            text = section.text[span.start:span.end].strip()
+        if section.table is not None:
+            pieces = table_pieces(section.table, max_tokens, encoding)
+        else:
+            pieces = [(section.text[span.start:span.end].strip(), span.token_count)
+                      for span in split_spans(section.text, max_tokens, overlap_tokens, encoding)]
+        for text, token_count in pieces:
             if not text:
                 continue
             position = len(chunks)
@@ -115,7 +151,36 @@ def chunk_document(
                 heading_path=section.heading_path,
                 position=position,
                 text=text,
-                token_count=span.token_count,
+                token_count=token_count,
                 content_hash=content_hash,
             ))
     return chunks
+
+
+def table_pieces(table: Table, max_tokens: int, encoding: str = "cl100k_base") -> list[tuple[str, int]]:
+    """(text, token count) of a table's chunks: whole row lines packed up to `max_tokens`."""
+    enc = get_encoding(encoding)
+    pieces: list[tuple[str, int]] = []
+    lines: list[str] = []
+    count = 0
+
+    def flush() -> None:
+        nonlocal count
+        if lines:
+            text = "\n".join(lines)
+            pieces.append((text, len(enc.encode_ordinary(text))))
+        lines.clear()
+        count = 0
+
+    for line in table.lines():
+        tokens = len(enc.encode_ordinary(line)) + 1  # and its line break
+        if tokens > max_tokens:  # a row longer than a window: alone, cut as text
+            flush()
+            pieces.extend((line[s.start:s.end].strip(), s.token_count) for s in split_spans(line, max_tokens, 0, encoding))
+            continue
+        if count + tokens > max_tokens:
+            flush()
+        lines.append(line)
+        count += tokens
+    flush()
+    return pieces

@@ -81,8 +81,13 @@ def discover(paths: Sequence[Path]) -> tuple[list[Path], list[Path], list[tuple[
     return unique, folders, failed
 
 
+# Raised when parsing changes what a file becomes, so that re-ingest reads every stored file again.
+# 2: tables as rows that carry their headers; PDFs through pdfplumber.
+PARSER_VERSION = 2
+
+
 def content_hash(data: bytes, settings: ChunkingSettings) -> str:
-    return hashlib.sha256(settings.fingerprint.encode() + b"\0" + data).hexdigest()
+    return hashlib.sha256(f"parser-v{PARSER_VERSION}|{settings.fingerprint}".encode() + b"\0" + data).hexdigest()
 
 
 def ingest_paths(
@@ -103,13 +108,47 @@ def ingest_paths(
         return _ingest(paths, store, embedder, settings, batch_chunks, progress, full_text_index_from, max_file_bytes)
 
 
+@dataclass(frozen=True)
+class Source:
+    """One document as a source gives it: its bytes (a file read, a page fetched), or why there are none."""
+
+    doc_path: str  # a file's absolute path, or a page's URL
+    data: bytes | None = None
+    suffix: str = ""  # how to parse it: ".pdf", ".html", ...
+    reason: str = ""  # with no data: why it failed
+    unchanged: bool = False  # with no data: known unchanged without its bytes (HTTP 304)
+
+
 def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSettings, batch_chunks: int,
             progress, full_text_index_from: int | None, max_file_bytes: int) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport()
     files, folders, failures = discover([Path(p) for p in paths])
     report.failed.extend(failures)
+    iterator = progress(files, len(files)) if progress else files
+    seen = write_sources((_read(path, max_file_bytes) for path in iterator), store, embedder, settings, batch_chunks,
+                         report)
+    gone = [p for p in store.document_hashes() if p not in seen and any(_is_under(p, f) for f in folders)]
+    finish(store, report, gone, full_text_index_from, started)
+    return report
 
+
+def _read(path: Path, max_file_bytes: int) -> Source:
+    doc_path = str(path)
+    try:
+        size = path.stat().st_size
+        if size > max_file_bytes:
+            return Source(doc_path, reason=f"file is {size / 2**20:.0f} MiB; the limit is {max_file_bytes / 2**20:g} "
+                                           "MiB (config key max_file_mb)")
+        return Source(doc_path, path.read_bytes(), path.suffix.lower())
+    except OSError as e:
+        return Source(doc_path, reason=f"cannot read file: {e.strerror or e}")
+
+
+def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedder, settings: ChunkingSettings,
+                  batch_chunks: int, report: IngestReport) -> set[str]:
+    """Parse, chunk, embed and store what changed among `sources`, in atomic batches; returns every
+    doc_path seen. A failed source leaves what is stored for it as it was."""
     store.ensure_table(embedder.fingerprint, lambda: embedder.dimension)
     stored = store.document_hashes()
     seen: set[str] = set()
@@ -127,28 +166,21 @@ def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSett
         pending_docs.clear()
         pending_chunks.clear()
 
-    iterator = progress(files, len(files)) if progress else files
-    for path in iterator:
-        doc_path = str(path)
+    for source in sources:
+        doc_path = source.doc_path
         seen.add(doc_path)
-        try:
-            size = path.stat().st_size
-            if size > max_file_bytes:
-                raise ParseError(doc_path, f"file is {size / 2**20:.0f} MiB; the limit is {max_file_bytes / 2**20:g} MiB "
-                                           "(config key max_file_mb)")
-            data = path.read_bytes()
-        except ParseError as e:
-            report.failed.append((doc_path, e.reason))
+        if source.data is None:
+            if source.unchanged and doc_path in stored:
+                report.unchanged.append(doc_path)
+            else:
+                report.failed.append((doc_path, source.reason or "no content"))
             continue
-        except OSError as e:
-            report.failed.append((doc_path, f"cannot read file: {e.strerror or e}"))
-            continue
-        digest = content_hash(data, settings)
+        digest = content_hash(source.data, settings)
         if stored.get(doc_path) == digest:
             report.unchanged.append(doc_path)
             continue
         try:
-            parsed = parse_file(path, data)
+            parsed = parse_file(Path(f"document{source.suffix}"), source.data, name=doc_path)
             chunks = chunk_document(parsed, doc_path, digest, settings.max_tokens, settings.overlap_tokens,
                                     settings.encoding)
             if not chunks:
@@ -162,8 +194,12 @@ def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSett
         if len(pending_chunks) >= batch_chunks:
             flush()
     flush()
+    return seen
 
-    gone = [p for p in stored if p not in seen and any(_is_under(p, f) for f in folders)]
+
+def finish(store: ChunkStore, report: IngestReport, gone: Sequence[str], full_text_index_from: int | None,
+           started: float) -> None:
+    """Remove `gone` documents, compact, rebuild the full-text index when due, and time the report."""
     if gone:
         store.remove_documents(gone)
         report.removed.extend(gone)
@@ -172,7 +208,6 @@ def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSett
         if full_text_index_from is not None and store.count() >= full_text_index_from:
             store.build_full_text_index()
     report.total_seconds = time.perf_counter() - started
-    return report
 
 
 def _is_under(path: str, folder: Path) -> bool:

@@ -6,7 +6,7 @@ from chatbot.embed import Embedder
 from chatbot.errors import EmbedderMismatch
 from chatbot.store import ChunkStore
 from ingest.run import ChunkingSettings, ingest_paths
-from tests.helpers import SAMPLE_KB
+from tests.helpers import OCR_AVAILABLE, SAMPLE_KB, SCANNED
 
 
 class CountingEmbedder(Embedder):
@@ -33,7 +33,8 @@ def _kb_copy(tmp_path, names):
 def test_every_sample_document_ingests_with_full_rows(sample_db):
     store = ChunkStore(sample_db)
     hashes = store.document_hashes()
-    assert {p.rsplit("/", 1)[-1] for p in hashes} == {p.name for p in SAMPLE_KB.iterdir()}
+    expected = {p.name for p in SAMPLE_KB.iterdir()} - (set() if OCR_AVAILABLE else SCANNED)
+    assert {p.rsplit("/", 1)[-1] for p in hashes} == expected
     snap = store.snapshot()
     assert len(snap.chunks) == store.count() > 50
     assert snap.vectors.shape == (len(snap.chunks), 384)
@@ -76,7 +77,7 @@ def test_changing_chunk_settings_rechunks(tmp_path, embedder):
     store = ChunkStore(str(tmp_path / "db"))
     ingest_paths([kb], store, embedder, ChunkingSettings(max_tokens=200))
     n200 = store.count()
-    report = ingest_paths([kb], store, embedder, ChunkingSettings(max_tokens=80, overlap_tokens=10))
+    report = ingest_paths([kb], store, embedder, ChunkingSettings(max_tokens=40, overlap_tokens=5))
     assert len(report.updated) == 1 and store.count() > n200
 
 

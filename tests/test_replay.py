@@ -20,7 +20,7 @@ from chatbot.record import ask_record, cited_chunks, gate_from_record
 from chatbot.replay import (FIX, REGRESSION, REVIEW, SAME_FOR_USER, UNRATED, changes_first, parse_since, replay,
                             verdict)
 from chatbot.traces import TraceStore
-from tests.helpers import ask_and_rate
+from tests.helpers import asked_copy
 
 ANSWERED = {  # answerable sample questions the shipped models answer, and how their user rated them
     "What's the heaviest load a single H2 robot can carry?": 1,
@@ -40,10 +40,7 @@ REFUSED = {  # off-topic: refused
 def asked(sample_db, tmp_path_factory):
     """A copy of the sample knowledge base whose traces hold the questions above, rated."""
     db = tmp_path_factory.mktemp("replay") / "lancedb"
-    shutil.copytree(sample_db, db)
-    shutil.rmtree(db / "chunks_traces.lance", ignore_errors=True)  # questions other tests asked of the shared copy
-    pipeline = Pipeline.from_config(Config(db_uri=str(db)))
-    results = ask_and_rate(pipeline, {**ANSWERED, **REFUSED})
+    pipeline, results = asked_copy(sample_db, db, {**ANSWERED, **REFUSED})
     assert [q for q, r in results.items() if not r.refused] == list(ANSWERED)
     return str(db), pipeline, results
 

@@ -18,7 +18,7 @@ from chatbot.local_llm import LOCAL_MODEL_ALIAS, LocalLLMServer, local_llm_avail
 from chatbot.pipeline import Pipeline
 from chatbot.present import REFUSAL_TEXT
 from chatbot.ui import ChatApp, launch
-from tests.helpers import ask_and_rate, free_port
+from tests.helpers import asked_copy, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 LOOPBACK = ("http://127.0.0.1", "http://localhost", "data:", "blob:", "about:")
@@ -189,13 +189,9 @@ def test_uploaded_document_is_ingested_and_answers_questions(page, app_url, tmp_
 @pytest.fixture(scope="module")
 def replay_app(sample_db, tmp_path_factory):
     """The app with the Replay tab, over a knowledge base whose traces hold rated questions."""
-    db = tmp_path_factory.mktemp("replay-ui") / "lancedb"
-    shutil.copytree(sample_db, db)
-    shutil.rmtree(db / "chunks_traces.lance", ignore_errors=True)  # questions other tests asked of the shared copy
-    pipeline = Pipeline.from_config(Config(db_uri=str(db)))
-    results = ask_and_rate(pipeline, {"What's the heaviest load a single H2 robot can carry?": 1,
-                                      "What is the capital of Australia?": 1,
-                                      "Who won the 2018 FIFA World Cup?": -1})
+    pipeline, results = asked_copy(sample_db, tmp_path_factory.mktemp("replay-ui") / "lancedb",
+                                   {"What's the heaviest load a single H2 robot can carry?": 1,
+                                    "What is the capital of Australia?": 1, "Who won the 2018 FIFA World Cup?": -1})
     port = free_port()
     demo = launch(ChatApp(pipeline, replay_tab=True), port=port, block=False)
     yield f"http://127.0.0.1:{port}", results
