@@ -1,4 +1,4 @@
-"""Command line: `chatbot ingest | ask | serve | eval | calibrate | replay | train-reranker`.
+"""Command line: `chatbot ingest | ask | serve | users | eval | calibrate | replay | train-reranker`.
 
 This is the edge: the only place that composes `chatbot` with `ingest`, reads the
 environment into a Config, and turns domain errors into messages and exit codes.
@@ -57,10 +57,11 @@ def make_ingest(config: Config, store, embedder):
     settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
     full_text_index_from = full_text_index_threshold(config.bm25_backend, store.is_remote)
 
-    def ingest(paths, progress=None):
+    def ingest(paths, progress=None, access=None):
         return ingest_paths(paths, store, embedder, settings, progress=progress,
                             full_text_index_from=full_text_index_from,
-                            max_file_bytes=config.max_file_mb * 2**20, batch_chunks=config.ingest_batch_chunks)
+                            max_file_bytes=config.max_file_mb * 2**20, batch_chunks=config.ingest_batch_chunks,
+                            access=access)
 
     return ingest
 
@@ -86,13 +87,13 @@ def cmd_ingest(args) -> int:
         raise ConfigError("--depth must be 0 or more and --max-pages at least 1")
     reports = []
     if paths:
-        reports.append(make_ingest(config, store, embedder)(paths, progress))
+        reports.append(make_ingest(config, store, embedder)(paths, progress, access=_groups(args.access)))
     if urls:
         reports.append(_ingest_web(config, store, embedder, urls, args))
     for report in reports:
         _print_ingest(report)
     print(f"knowledge base: {store.count()} chunks in table '{config.table}' at {config.db_uri}")
-    done = any(r.added or r.updated or r.unchanged for r in reports)
+    done = any(r.added or r.updated or r.unchanged or r.relabeled for r in reports)
     return 1 if any(r.failed for r in reports) and not done else 0
 
 
@@ -108,7 +109,11 @@ def _ingest_web(config: Config, store, embedder, urls: list[str], args):
     return ingest_urls(urls, store, embedder, settings, crawl, batch_chunks=config.ingest_batch_chunks,
                        full_text_index_from=full_text_index_threshold(config.bm25_backend, store.is_remote),
                        progress=lambda pages: tqdm(pages, unit="page", desc="fetch", file=sys.stderr,
-                                                   disable=args.quiet or None))
+                                                   disable=args.quiet or None), access=_groups(args.access))
+
+
+def _groups(text: str | None) -> list[str] | None:
+    return [g.strip().lower() for g in text.split(",") if g.strip()] if text else None
 
 
 def _print_ingest(report) -> None:
@@ -202,8 +207,13 @@ def cmd_ask(args) -> int:
 
     config = _config(args)
     pipeline = Pipeline.from_config(config)
+    viewer = None
+    if args.as_user:
+        from chatbot.users import UserStore
+
+        viewer = UserStore(pipeline.store).viewer(args.as_user)
     question = " ".join(args.question)
-    result = pipeline.ask(question)
+    result = pipeline.ask(question, viewer=viewer)
     if args.json:
         record = ask_record(result, pipeline.fingerprints)
         record["config"] = config.public_dict()
@@ -461,6 +471,40 @@ def cmd_replay(args) -> int:
     return EXIT_REGRESSED if report.regressions else 0
 
 
+def cmd_users(args) -> int:
+    import getpass
+
+    from chatbot.store import ChunkStore
+    from chatbot.users import UserStore
+
+    config = _config(args)
+    if args.action != "list" and not args.name:
+        raise ConfigError(f"`users {args.action}` needs the user's name")
+    users = UserStore(ChunkStore(config.db_uri, config.table))
+
+    def password() -> str:
+        if args.password_stdin:
+            return sys.stdin.readline().rstrip("\n")
+        first = getpass.getpass(f"password for {args.name}: ")
+        if first != getpass.getpass("again: "):
+            raise ConfigError("the two passwords differ")
+        return first
+
+    if args.action == "add":
+        users.add(args.name, password(), _groups(args.groups) or [], admin=args.admin)
+        print(f"added {args.name}")
+    elif args.action == "passwd":
+        users.set_password(args.name, password())
+        print(f"password of {args.name} changed")
+    elif args.action == "remove":
+        users.remove(args.name)
+        print(f"removed {args.name}")
+    else:
+        for user in users.list():
+            print(f"{user.name}\tgroups: {', '.join(sorted(user.groups)) or '-'}" + ("\tadmin" if user.admin else ""))
+    return 0
+
+
 def _trace_questions(config: Config):
     """Labelled questions from the knowledge base's own traces: what its users rated."""
     from chatbot.calibration import Calibration
@@ -642,6 +686,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=0,
                    help="for a URL: follow links this many steps, within its host and folder (default 0: the page alone)")
     p.add_argument("--max-pages", type=int, default=50, help="for a URL: fetch at most this many pages (default 50)")
+    p.add_argument("--access", metavar="GROUPS",
+                   help="the groups that may read these documents, comma-separated (default: everyone); "
+                        "re-ingesting an unchanged document with other groups relabels it without re-embedding")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 
@@ -649,6 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="+")
     p.add_argument("--json", action="store_true", help="print the full record: every candidate and score")
     p.add_argument("--timings", action="store_true", help="print per-stage latency")
+    p.add_argument("--as", dest="as_user", metavar="NAME",
+                   help="ask as this user: only the documents their groups may read (see `chatbot users`)")
     p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
     p.add_argument("--calibration", help="calibration JSON (config key calibration)")
     p.set_defaults(func=cmd_ask)
@@ -666,6 +715,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
     p.add_argument("--calibration", help="calibration JSON (config key calibration)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("users", help="add, list, remove users and set their passwords (stored hashed, argon2)")
+    p.add_argument("action", choices=["add", "list", "remove", "passwd"])
+    p.add_argument("name", nargs="?", help="the user's name (add, remove, passwd)")
+    p.add_argument("--groups", help="add: the user's groups, comma-separated (everyone is always one)")
+    p.add_argument("--admin", action="store_true", help="add: may ask as others and set the access of uploads")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p.set_defaults(func=cmd_users)
 
     p = sub.add_parser("replay", help="re-ask the stored questions under another reranker, calibration or floor, "
                                       "and show which would flip")

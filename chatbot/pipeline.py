@@ -23,7 +23,7 @@ from chatbot.rerank import Reranker
 from chatbot.retrieve import HybridRetriever, Retrieval
 from chatbot.store import ChunkStore
 from chatbot.traces import TraceStore
-from chatbot.types import AskResult, GateResult, Refusal
+from chatbot.types import AskResult, GateResult, Refusal, Viewer
 
 MAX_QUESTION_CHARS = 4000
 NEAR_MISSES = 3
@@ -151,17 +151,19 @@ class Pipeline:
         self.store.check_embedder(self.embedder.fingerprint)
         self._ready_version = version
 
-    def ask(self, question: str) -> AskResult:
+    def ask(self, question: str, viewer: Viewer | None = None) -> AskResult:
         """The whole question at once: the last event of `ask_stream`."""
-        *_, result = self.ask_stream(question, stream=False)
+        *_, result = self.ask_stream(question, stream=False, viewer=viewer)
         return result
 
-    def ask_stream(self, question: str, *, stream: bool = True) -> Iterator[Evidence | AnswerDelta | AskResult]:
+    def ask_stream(self, question: str, *, stream: bool = True,
+                   viewer: Viewer | None = None) -> Iterator[Evidence | AnswerDelta | AskResult]:
         """The question's progress as events: its `Evidence` (the panel can fill before any LLM
         work), then `AnswerDelta`s as the LLM writes (none for refusals or extractive answers),
-        then the final `AskResult`, traced. A refusal never reaches the LLM."""
+        then the final `AskResult`, traced. A refusal never reaches the LLM. With a `viewer`, nothing they
+        may not read is retrieved, so nothing of it reaches the reranker, the answer or the trace."""
         question = clean_question(question)
-        evidence = self.evidence(question)
+        evidence = self.evidence(question, viewer=viewer)
         yield evidence
         gate, clock = evidence.gate, _Clock(dict(evidence.timings_ms))
         t = time.perf_counter()
@@ -192,7 +194,7 @@ class Pipeline:
         clock.lap("answer_ms", t)
         clock.timings["total_ms"] = round(sum(v for k, v in clock.timings.items() if k != "first_token_ms"), 2)
         result = AskResult(question=question, gate=gate, outcome=outcome, timings_ms=clock.timings, llm_error=llm_error)
-        yield self._trace(result)
+        yield self._trace(result, viewer)
 
     def _llm_outcome(self, question: str, gate: GateResult, stream: bool, clock: "_Clock", started: float):
         """Yields AnswerDeltas; returns the Answer, a Refusal (the LLM found no answer), or raises LLMError."""
@@ -225,17 +227,19 @@ class Pipeline:
                 "calibration": self.calibration.reranker_fingerprint or "uncalibrated",
                 "chunking": c.chunking_fingerprint}
 
-    def _trace(self, result: AskResult) -> AskResult:
+    def _trace(self, result: AskResult, viewer: Viewer | None = None) -> AskResult:
         if self.traces is None:
             return result
         try:
-            trace_id = self.traces.record(ask_record(result, self.fingerprints), self.config.public_dict(),
-                                          self.fingerprints)
+            record = ask_record(result, self.fingerprints)
+            record["asked_by"] = viewer.name if viewer is not None else None
+            trace_id = self.traces.record(record, self.config.public_dict(), self.fingerprints)
         except Exception as e:  # a failed trace write must not cost the user their answer
             return dataclasses.replace(result, trace_error=f"could not store the trace: {e}")
         return dataclasses.replace(result, trace_id=trace_id)
 
-    def evidence(self, question: str, query_vector=None, without_docs: frozenset[str] = frozenset()) -> "Evidence":
+    def evidence(self, question: str, query_vector=None, without_docs: frozenset[str] = frozenset(),
+                 viewer: Viewer | None = None) -> "Evidence":
         """Retrieve, rerank and gate: everything before the answer, with per-stage timings.
         `without_docs` (document paths) are taken out of the pool before reranking: how evaluation asks
         an answerable question of a knowledge base that lacks its answer (leave gold out)."""
@@ -245,7 +249,7 @@ class Pipeline:
         if query_vector is None:
             query_vector = self.embedder.embed_query(question)
         t = clock.lap("embed_query_ms", t)
-        retrieval = self.retriever.retrieve(question, query_vector)
+        retrieval = self.retriever.retrieve(question, query_vector, viewer)
         if without_docs:
             retrieval = dataclasses.replace(retrieval, pool=tuple(c for c in retrieval.pool
                                                                   if c.chunk.doc_path not in without_docs))

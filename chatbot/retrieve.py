@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from rank_bm25 import BM25Okapi
 
 from chatbot.embed import Embedder
-from chatbot.store import ChunkStore, CorpusSnapshot
-from chatbot.types import Candidate, Chunk
+from chatbot.store import ChunkStore, CorpusSnapshot, access_filter
+from chatbot.types import Candidate, Chunk, Viewer
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # A short English stop list: BM25's idf already discounts common words; these add only noise.
@@ -83,6 +83,17 @@ class CorpusIndex:
     snapshot: CorpusSnapshot
     bm25: BM25Okapi | None
     row_of: dict[str, int]
+    _readable: dict = field(default_factory=dict, compare=False, repr=False)  # groups -> mask, per version
+
+    def readable(self, groups: frozenset[str]) -> np.ndarray:
+        """Which rows a reader of `groups` may see (a mask kept per set of groups: the index is rebuilt, and
+        the masks with it, whenever the table changes)."""
+        mask = self._readable.get(groups)
+        if mask is None:
+            mask = np.fromiter((bool(groups & set(c.access)) for c in self.snapshot.chunks), dtype=bool,
+                               count=len(self.snapshot.chunks))
+            self._readable[groups] = mask
+        return mask
 
 
 class HybridRetriever:
@@ -132,22 +143,27 @@ class HybridRetriever:
             self._auto_backend = decided
         return decided[1]
 
-    def retrieve(self, question: str, query_vector: np.ndarray | None = None) -> Retrieval:
+    def retrieve(self, question: str, query_vector: np.ndarray | None = None, viewer: Viewer | None = None) -> Retrieval:
+        """The pool for `question`. With a `viewer`, every search sees only the chunks they may read, before
+        it ranks (so the pool is `pool_size` permitted chunks, never what is left of a larger one)."""
         if query_vector is None:
             query_vector = self.embedder.embed_query(question)
+        where = access_filter(viewer.reads) if viewer is not None else None
         if self.backend() == "lancedb":
-            return self._retrieve_indexed(question, query_vector)
+            return self._retrieve_indexed(question, query_vector, where)
         index = self.index()
         chunks = index.snapshot.chunks
         if not chunks:
             return Retrieval((), (), ())
         k = self.pool_size
 
-        vector_hits = self.store.vector_search(query_vector, k)
+        vector_hits = self.store.vector_search(query_vector, k, where)
         vector_ids = [cid for cid, _ in vector_hits if cid in index.row_of]
 
         tokens = bm25_tokens(question)
         bm25_scores = index.bm25.get_scores(tokens) if tokens else np.zeros(len(chunks))
+        if viewer is not None:  # every chunk is scored; those the viewer may not read never rank
+            bm25_scores = np.where(index.readable(viewer.reads), bm25_scores, 0.0)
         top = np.argsort(-bm25_scores, kind="stable")[:k]
         bm25_ids = [chunks[i].id for i in top if bm25_scores[i] > 0]
 
@@ -160,10 +176,10 @@ class HybridRetriever:
         return self._pool(question, vector_ids, bm25_ids, fetch, lambda cid: float(bm25_scores[row_of[cid]]),
                           query_vector)
 
-    def _retrieve_indexed(self, question: str, query_vector: np.ndarray) -> Retrieval:
+    def _retrieve_indexed(self, question: str, query_vector: np.ndarray, where: str | None = None) -> Retrieval:
         k = self.pool_size
-        nearest = self.store.nearest_chunks(query_vector, k)
-        matches = self.store.full_text_chunks(question, k) if bm25_tokens(question) else []
+        nearest = self.store.nearest_chunks(query_vector, k, where)
+        matches = self.store.full_text_chunks(question, k, where) if bm25_tokens(question) else []
         return self.fuse_rows(question, nearest, matches, query_vector)
 
     def fuse_rows(self, question: str, nearest: list[tuple[Chunk, np.ndarray, float]],

@@ -21,8 +21,8 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from chatbot.errors import EmbedderMismatch, StoreBusy, StoreError
-from chatbot.types import Chunk
+from chatbot.errors import ConfigError, EmbedderMismatch, StoreBusy, StoreError
+from chatbot.types import EVERYONE, Chunk
 
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
@@ -51,7 +51,32 @@ def chunk_schema(dimension: int) -> pa.Schema:
         pa.field("content_hash", pa.string()),
         pa.field("search_text", pa.string()),  # title, headings and text: what BM25 indexes
         pa.field("vector", pa.list_(pa.float32(), dimension)),
+        pa.field("access", pa.string()),  # the groups that may read the chunk, as ",hr,eng,"
     ])
+
+
+_GROUP = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+def check_group(name: str) -> str:
+    """A group name: lower-case letters, digits and hyphens (nothing SQL or LIKE could read as syntax)."""
+    if not _GROUP.match(name or ""):
+        raise ConfigError(f"group name {name!r}: use lower-case letters, digits and hyphens, e.g. 'hr' or 'eng-ops'")
+    return name
+
+
+def encode_access(groups: Sequence[str]) -> str:
+    return "," + ",".join(sorted({check_group(g) for g in groups} or {EVERYONE})) + ","
+
+
+def decode_access(value: str | None) -> tuple[str, ...]:
+    return tuple(g for g in (value or f",{EVERYONE},").split(",") if g) or (EVERYONE,)
+
+
+def access_filter(groups: Sequence[str]) -> str:
+    """The SQL condition for the chunks a reader of `groups` may see (EVERYONE included)."""
+    names = sorted({check_group(g) for g in groups} | {EVERYONE})
+    return "(" + " OR ".join(f"access LIKE '%,{g},%'" for g in names) + ")"
 
 
 def _row_to_chunk(row: Mapping) -> Chunk:
@@ -59,6 +84,7 @@ def _row_to_chunk(row: Mapping) -> Chunk:
         id=row["id"], doc_path=row["doc_path"], title=row["title"] or "",
         heading_path=tuple(row["heading_path"] or ()), position=int(row["position"]),
         text=row["text"], token_count=int(row["token_count"]), content_hash=row["content_hash"],
+        access=decode_access(row.get("access")),
     )
 
 
@@ -183,10 +209,13 @@ class ChunkStore:
             )
 
     def ensure_table(self, embedder_fingerprint: str, dimension: Callable[[], int]) -> None:
-        """Create the table if needed; `dimension` is only called then (it may load a model)."""
+        """Create the table if needed; `dimension` is only called then (it may load a model). A table from
+        before access labels gains its column, every chunk readable by everyone, as it was."""
         self.check_embedder(embedder_fingerprint)
         if self.table is None:
             self._table = self.db.create_table(self.table_name, schema=chunk_schema(dimension()), exist_ok=True)
+        elif "access" not in self.table.schema.names:
+            self.table.add_columns({"access": f"'{encode_access([EVERYONE])}'"})
         if self.embedder_fingerprint() is None:
             rows = [{"key": "embedder", "value": embedder_fingerprint},
                     {"key": "dimension", "value": json.dumps(self.table.schema.field("vector").type.list_size)}]
@@ -205,6 +234,19 @@ class ChunkStore:
             return {}
         t = self._scan(["doc_path", "content_hash"])
         return dict(zip(t.column("doc_path").to_pylist(), t.column("content_hash").to_pylist()))
+
+    def document_access(self) -> dict[str, tuple[str, ...]]:
+        """doc_path -> the groups that may read it."""
+        if self.table is None:
+            return {}
+        if "access" not in self.table.schema.names:
+            return {p: (EVERYONE,) for p in self.document_hashes()}
+        t = self._scan(["doc_path", "access"])
+        return {p: decode_access(a) for p, a in zip(t.column("doc_path").to_pylist(), t.column("access").to_pylist())}
+
+    def relabel(self, doc_path: str, groups: Sequence[str]) -> None:
+        """Change who may read a document, in place: no parsing, no embedding."""
+        self.table.update(where=f"doc_path = {sql_str(doc_path)}", values={"access": encode_access(groups)})
 
     # -- what web pages were fetched as (ETag / Last-Modified), for conditional re-fetching -----------
     @property
@@ -257,16 +299,19 @@ class ChunkStore:
         hits = self._full_text(query, limit, ["id", "_score"])
         return list(zip(hits.column("id").to_pylist(), (float(x) for x in hits.column("_score").to_pylist())))
 
-    def full_text_chunks(self, query: str, limit: int) -> list[tuple[Chunk, np.ndarray, float]]:
+    def full_text_chunks(self, query: str, limit: int, where: str | None = None) -> list[tuple[Chunk, np.ndarray, float]]:
         """(chunk, its vector, BM25 score) from LanceDB's own full-text index, best first. The rows come
         with the search: fetching them by id afterwards filters the whole table (15 ms at 100k chunks,
         33 ms at 300k in bench/scale.py)."""
         if self.table is None:
             return []
-        return _scored_rows(self._full_text(query, limit, None), "_score")
+        return _scored_rows(self._full_text(query, limit, None, where), "_score")
 
-    def _full_text(self, query: str, limit: int, columns: list[str] | None) -> pa.Table:
+    def _full_text(self, query: str, limit: int, columns: list[str] | None, where: str | None = None) -> pa.Table:
+        """`where`: a condition applied before ranking (a prefilter), so the limit counts only matching rows."""
         search = self.table.search(query, query_type="fts", fts_columns="search_text")
+        if where:
+            search = search.where(where, prefilter=True)
         try:
             return (search.select(columns) if columns else search).limit(limit).to_arrow()
         except Exception as e:
@@ -295,25 +340,28 @@ class ChunkStore:
             query = query.select(columns)
         return query.limit(None).to_arrow()
 
-    def vector_search(self, query_vector: np.ndarray, limit: int) -> list[tuple[str, float]]:
+    def vector_search(self, query_vector: np.ndarray, limit: int, where: str | None = None) -> list[tuple[str, float]]:
         """(chunk id, cosine distance) of the nearest chunks, nearest first."""
         if self.table is None:
             return []
-        hits = self._nearest(query_vector, limit).select(["id", "_distance"]).to_arrow()
+        hits = self._nearest(query_vector, limit, where).select(["id", "_distance"]).to_arrow()
         return list(zip(hits.column("id").to_pylist(), (float(d) for d in hits.column("_distance").to_pylist())))
 
-    def nearest_chunks(self, query_vector: np.ndarray, limit: int) -> list[tuple[Chunk, np.ndarray, float]]:
+    def nearest_chunks(self, query_vector: np.ndarray, limit: int,
+                       where: str | None = None) -> list[tuple[Chunk, np.ndarray, float]]:
         """(chunk, its vector, cosine distance) of the nearest chunks, nearest first, rows and all."""
         if self.table is None:
             return []
-        return _scored_rows(self._nearest(query_vector, limit).to_arrow(), "_distance")
+        return _scored_rows(self._nearest(query_vector, limit, where).to_arrow(), "_distance")
 
-    def _nearest(self, query_vector: np.ndarray, limit: int):
+    def _nearest(self, query_vector: np.ndarray, limit: int, where: str | None = None):
+        """`where`: a prefilter, so the limit counts only rows that match it."""
         # refine_factor: an IVF_PQ index ranks by compressed vectors, which blur near neighbours (recall@30
         # 0.73 at 100k chunks in bench/scale.py); re-scoring 5x the limit with the full vectors raised it to
         # 0.94 for under 2 ms. Without a vector index the search is exact and this does nothing.
-        return (self.table.search(np.asarray(query_vector, dtype=np.float32), vector_column_name="vector")
-                .metric("cosine").refine_factor(VECTOR_REFINE_FACTOR).limit(limit))
+        search = (self.table.search(np.asarray(query_vector, dtype=np.float32), vector_column_name="vector")
+                  .metric("cosine").refine_factor(VECTOR_REFINE_FACTOR).limit(limit))
+        return search.where(where, prefilter=True) if where else search
 
     # -- writes --------------------------------------------------------------
     def replace_documents(self, doc_paths: Sequence[str], chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
@@ -325,7 +373,8 @@ class ChunkStore:
         rows = pa.Table.from_pylist([
             {"id": c.id, "doc_path": c.doc_path, "title": c.title, "heading_path": list(c.heading_path),
              "position": c.position, "text": c.text, "token_count": c.token_count,
-             "content_hash": c.content_hash, "search_text": c.context_text, "vector": v}
+             "content_hash": c.content_hash, "search_text": c.context_text, "vector": v,
+             "access": encode_access(c.access)}
             for c, v in zip(chunks, np.asarray(vectors, dtype=np.float32))
         ], schema=self.table.schema)
         in_docs = "doc_path IN (" + ", ".join(sql_str(p) for p in doc_paths) + ")"

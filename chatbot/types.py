@@ -10,6 +10,24 @@ from dataclasses import dataclass, field
 from typing import Literal, Union
 
 HEADING_SEPARATOR = " > "
+EVERYONE = "everyone"  # the group every user is in, and a document's access unless it is given one
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is asking, for what they may read: a document is theirs when its access names one of their
+    groups (everyone is in EVERYONE). None in place of a Viewer: the operator, who reads everything."""
+
+    name: str
+    groups: frozenset[str] = frozenset()
+    admin: bool = False
+
+    @property
+    def reads(self) -> frozenset[str]:
+        return self.groups | {EVERYONE}
+
+    def may_read(self, chunk: "Chunk") -> bool:
+        return bool(self.reads & set(chunk.access))
 
 
 @dataclass(frozen=True)
@@ -22,6 +40,7 @@ class Chunk:
     text: str
     token_count: int
     content_hash: str
+    access: tuple[str, ...] = (EVERYONE,)  # the groups that may read it
 
     @property
     def heading(self) -> str:

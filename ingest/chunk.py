@@ -131,7 +131,9 @@ def chunk_document(
     max_tokens: int,
     overlap_tokens: int,
     encoding: str = "cl100k_base",
+    access: tuple[str, ...] | None = None,
 ) -> list[Chunk]:
+    """`access`: the groups that may read the document (None: everyone)."""
     chunks: list[Chunk] = []
     for section in doc.sections:
         if section.table is not None:
@@ -153,6 +155,7 @@ def chunk_document(
                 text=text,
                 token_count=token_count,
                 content_hash=content_hash,
+                **({"access": tuple(access)} if access else {}),
             ))
     return chunks
 

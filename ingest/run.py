@@ -43,6 +43,7 @@ class IngestReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    relabeled: list[str] = field(default_factory=list)  # unchanged, but now readable by other groups
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     chunks_written: int = 0
     embed_seconds: float = 0.0
@@ -51,6 +52,7 @@ class IngestReport:
     def summary(self) -> str:
         rate = f", {self.chunks_written / self.embed_seconds:.0f} chunks/s embedded" if self.embed_seconds > 0 else ""
         return (f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
+                + (f"{len(self.relabeled)} relabeled, " if self.relabeled else "") +
                 f"{len(self.removed)} removed, {len(self.failed)} failed; "
                 f"{self.chunks_written} chunks written in {self.total_seconds:.1f}s{rate}")
 
@@ -100,12 +102,23 @@ def ingest_paths(
     progress: Callable[[Iterable, int], Iterable] | None = None,
     full_text_index_from: int | None = None,
     max_file_bytes: int = MAX_FILE_BYTES,
+    access: Sequence[str] | None = None,
 ) -> IngestReport:
     """`full_text_index_from`: also (re)build LanceDB's full-text index, for the "lancedb" BM25 backend,
-    once the table holds at least this many chunks (0: always; None: never).
+    once the table holds at least this many chunks (0: always; None: never). `access`: the groups that
+    may read these documents (None: everyone); an unchanged document given other groups is relabeled
+    in place, without parsing or embedding it again.
     Only one ingest writes to a knowledge base at a time: a second raises `StoreBusy`."""
     with store.write_lock():
-        return _ingest(paths, store, embedder, settings, batch_chunks, progress, full_text_index_from, max_file_bytes)
+        return _ingest(paths, store, embedder, settings, batch_chunks, progress, full_text_index_from, max_file_bytes,
+                       access_groups(access))
+
+
+def access_groups(access: Sequence[str] | None) -> tuple[str, ...]:
+    from chatbot.store import check_group
+    from chatbot.types import EVERYONE
+
+    return tuple(sorted({check_group(g.strip().lower()) for g in access or () if g.strip()} or {EVERYONE}))
 
 
 @dataclass(frozen=True)
@@ -120,14 +133,14 @@ class Source:
 
 
 def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSettings, batch_chunks: int,
-            progress, full_text_index_from: int | None, max_file_bytes: int) -> IngestReport:
+            progress, full_text_index_from: int | None, max_file_bytes: int, access: tuple[str, ...]) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport()
     files, folders, failures = discover([Path(p) for p in paths])
     report.failed.extend(failures)
     iterator = progress(files, len(files)) if progress else files
     seen = write_sources((_read(path, max_file_bytes) for path in iterator), store, embedder, settings, batch_chunks,
-                         report)
+                         report, access)
     gone = [p for p in store.document_hashes() if p not in seen and any(_is_under(p, f) for f in folders)]
     finish(store, report, gone, full_text_index_from, started)
     return report
@@ -146,11 +159,12 @@ def _read(path: Path, max_file_bytes: int) -> Source:
 
 
 def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedder, settings: ChunkingSettings,
-                  batch_chunks: int, report: IngestReport) -> set[str]:
-    """Parse, chunk, embed and store what changed among `sources`, in atomic batches; returns every
-    doc_path seen. A failed source leaves what is stored for it as it was."""
+                  batch_chunks: int, report: IngestReport, access: tuple[str, ...] = ("everyone",)) -> set[str]:
+    """Parse, chunk, embed and store what changed among `sources`, in atomic batches, readable by the
+    `access` groups; returns every doc_path seen. A failed source leaves what is stored for it as it was."""
     store.ensure_table(embedder.fingerprint, lambda: embedder.dimension)
     stored = store.document_hashes()
+    stored_access = store.document_access()
     seen: set[str] = set()
     pending_docs: list[str] = []
     pending_chunks: list[Chunk] = []
@@ -171,18 +185,26 @@ def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedd
         seen.add(doc_path)
         if source.data is None:
             if source.unchanged and doc_path in stored:
-                report.unchanged.append(doc_path)
+                if tuple(sorted(stored_access.get(doc_path, ()))) != access:
+                    store.relabel(doc_path, access)
+                    report.relabeled.append(doc_path)
+                else:
+                    report.unchanged.append(doc_path)
             else:
                 report.failed.append((doc_path, source.reason or "no content"))
             continue
         digest = content_hash(source.data, settings)
         if stored.get(doc_path) == digest:
-            report.unchanged.append(doc_path)
+            if tuple(sorted(stored_access.get(doc_path, ()))) != access:
+                store.relabel(doc_path, access)
+                report.relabeled.append(doc_path)
+            else:
+                report.unchanged.append(doc_path)
             continue
         try:
             parsed = parse_file(Path(f"document{source.suffix}"), source.data, name=doc_path)
             chunks = chunk_document(parsed, doc_path, digest, settings.max_tokens, settings.overlap_tokens,
-                                    settings.encoding)
+                                    settings.encoding, access)
             if not chunks:
                 raise ParseError(doc_path, "no text found in the file")
         except ParseError as e:

@@ -180,11 +180,11 @@ def _links(html_text: str, base: str) -> list[str]:
 
 
 def ingest_urls(urls, store, embedder, settings, crawl: CrawlSettings = CrawlSettings(), *, batch_chunks: int = 512,
-                progress=None, full_text_index_from: int | None = None, client=None):
+                progress=None, full_text_index_from: int | None = None, client=None, access=None):
     """Crawl each URL (a page, or its section to `crawl.depth`) into the knowledge base, like `ingest_paths`
     does files: one writer at a time, atomic batches, only what changed; the pages' validators are kept
     for the next run. Pages that fail are reported with their reason and keep what was stored for them."""
-    from ingest.run import IngestReport, finish, write_sources
+    from ingest.run import IngestReport, access_groups, finish, write_sources
 
     with store.write_lock():
         started = time.perf_counter()
@@ -193,11 +193,12 @@ def ingest_urls(urls, store, embedder, settings, crawl: CrawlSettings = CrawlSet
         crawler = Crawler(crawl, {url: Validators(*v) for url, v in stored.items()}, client=client)
         try:
             sources = (source for url in urls for source in crawler.crawl(url))
-            write_sources(progress(sources) if progress else sources, store, embedder, settings, batch_chunks, report)
+            write_sources(progress(sources) if progress else sources, store, embedder, settings, batch_chunks, report,
+                          access_groups(access))
         finally:
             if client is None:
                 crawler.close()
-        kept = set(report.added) | set(report.updated) | set(report.unchanged)
+        kept = set(report.added) | set(report.updated) | set(report.unchanged) | set(report.relabeled)
         store.save_web_validators({url: (v.etag, v.last_modified) for url, v in crawler.seen_validators.items()
                                    if url in kept and v is not None})
         finish(store, report, [], full_text_index_from, started)

@@ -1,0 +1,136 @@
+"""Per-document access, enforced where the data is read: a user who is not in a document's groups
+never gets any of it back, in any form (answer, refusal, near misses, panel rows, JSON record, trace)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import pytest
+
+from chatbot.cli import main
+from chatbot.config import Config
+from chatbot.errors import ConfigError
+from chatbot.pipeline import Pipeline
+from chatbot.present import candidate_rows, outcome_markdown
+from chatbot.record import ask_record
+from chatbot.store import ChunkStore
+from chatbot.users import AuthError, UserStore
+from ingest.run import ChunkingSettings, ingest_paths
+from tests.helpers import SAMPLE_KB
+
+SALARIES = """# Salary bands 2025
+
+## Engineering
+
+The salary band for an Engineer II is €58,000 to €71,000 a year. A Senior Engineer is paid
+€72,000 to €90,000. Bands are reviewed every January by the People team.
+
+## Open HR cases
+
+Case HR-2025-014: a grievance about overtime pay in the Lisbon warehouse team, opened 3 March.
+"""
+SECRETS = ("salary-bands.md", "58,000", "HR-2025-014", "grievance")
+QUESTIONS = ["What is the salary band for an Engineer II?", "How much does an Engineer II earn per year?",
+             "Are there any open HR cases about overtime?"]
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory, embedder):
+    root = tmp_path_factory.mktemp("access")
+    docs, hr = root / "docs", root / "hr"
+    docs.mkdir()
+    hr.mkdir()
+    for name in ("employee-handbook.md", "expense-policy.md", "benefits-overview.html", "travel-policy.pdf"):
+        shutil.copy(SAMPLE_KB / name, docs / name)
+    (hr / "salary-bands.md").write_text(SALARIES, encoding="utf-8")
+    db = str(root / "db")
+    store = ChunkStore(db)
+    assert not ingest_paths([docs], store, embedder).failed
+    assert not ingest_paths([hr], store, embedder, access=["hr"]).failed
+    users = UserStore(store)
+    users.add("alice", "alice-password-1", ["hr"])
+    users.add("bob", "bob-password-12", ["eng"])
+    return db, hr, users
+
+
+def _everything_shown(pipeline, result) -> str:
+    """Every place a question's outcome reaches a person: the answer or refusal as shown, the panel's rows,
+    the JSON record, and the stored trace."""
+    record = ask_record(result, pipeline.fingerprints)
+    trace = pipeline.traces.get(result.trace_id)
+    cited = () if result.refused else result.outcome.cited
+    return "\n".join([outcome_markdown(result), json.dumps(candidate_rows(result.gate, cited), ensure_ascii=False),
+                      json.dumps(record, ensure_ascii=False), json.dumps(trace, ensure_ascii=False)])
+
+
+@pytest.mark.parametrize("backend", ["rank_bm25", "lancedb"])
+def test_a_user_outside_the_group_never_sees_the_document(kb, backend, embedder):
+    db, _, users = kb
+    if backend == "lancedb":
+        ChunkStore(db).build_full_text_index()
+    pipeline = Pipeline.from_config(Config(db_uri=db, bm25_backend=backend))
+    bob, alice = users.viewer("bob"), users.viewer("alice")
+    for question in QUESTIONS:
+        result = pipeline.ask(question, viewer=bob)
+        assert all("salary-bands" not in c.chunk.doc_path for c in result.gate.ranked)
+        shown = _everything_shown(pipeline, result)
+        for secret in SECRETS:
+            assert secret not in shown, (question, secret)
+        # the pool is still full: the filter ran before ranking, not on what was left of it
+        assert len(result.gate.ranked) == pipeline.config.pool_size
+    answer = pipeline.ask(QUESTIONS[0], viewer=alice)
+    assert not answer.refused and "salary-bands.md" in answer.outcome.cited[0].doc_path
+    assert "58,000" in answer.outcome.text
+    assert pipeline.traces.get(answer.trace_id)["record"]["asked_by"] == "alice"
+
+
+def test_relabeling_changes_who_reads_without_embedding_again(kb, tmp_path, embedder):
+    db, hr, users = kb
+    copy = tmp_path / "db"
+    shutil.copytree(db, copy)
+    store = ChunkStore(str(copy))
+    report = ingest_paths([hr], store, embedder, access=["everyone"])
+    assert report.relabeled == [str((hr / "salary-bands.md").resolve())] and report.chunks_written == 0
+    pipeline = Pipeline.from_config(Config(db_uri=str(copy), traces=False))
+    result = pipeline.ask(QUESTIONS[0], viewer=UserStore(store).viewer("bob"))
+    assert not result.refused and "58,000" in result.outcome.text
+
+
+def test_users_are_stored_hashed_and_verified(kb):
+    _, _, users = kb
+    assert users.verify("alice", "alice-password-1").groups == frozenset({"hr"})
+    for name, password in (("alice", "wrong-password"), ("nobody", "alice-password-1"), ("alice", "")):
+        with pytest.raises(AuthError, match="unknown user or wrong password"):
+            users.verify(name, password)
+    stored = json.dumps(users._rows(), default=str)
+    assert "alice-password-1" not in stored and "$argon2id$" in stored
+    with pytest.raises(ConfigError, match="at least 10"):
+        users.add("carol", "short", ["eng"])
+    with pytest.raises(ConfigError, match="group name"):
+        users.add("carol", "long-enough-pw", ["HR'; drop"])
+
+
+def test_cli_users_and_ask_as(kb, tmp_path, capsys, monkeypatch):
+    db, _, _ = kb
+    copy = str(tmp_path / "db")
+    shutil.copytree(db, copy)
+    monkeypatch.setattr("sys.stdin", io.StringIO("dana-password-1\n"))
+    assert main(["--db", copy, "users", "add", "dana", "--groups", "hr,legal", "--admin", "--password-stdin"]) == 0
+    assert main(["--db", copy, "users", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "dana\tgroups: hr, legal\tadmin" in listing and "bob\tgroups: eng" in listing and "argon2" not in listing
+    assert main(["--db", copy, "ask", "--as", "bob", "--json", QUESTIONS[0]]) == 0
+    record = capsys.readouterr().out
+    assert all(secret not in record for secret in SECRETS)
+    assert len(json.loads(record)["candidates"]) == 30  # a full pool, of what bob may read
+    assert main(["--db", copy, "ask", "--as", "dana", QUESTIONS[0]]) == 0
+    assert "58,000" in capsys.readouterr().out
+    assert main(["--db", copy, "ask", "--as", "nobody", QUESTIONS[0]]) == 2
+    assert "no user 'nobody'" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-new-password\n"))
+    assert main(["--db", copy, "users", "passwd", "dana", "--password-stdin"]) == 0
+    assert UserStore(ChunkStore(copy)).verify("dana", "a-new-password").admin
+    assert main(["--db", copy, "users", "remove", "dana"]) == 0
+    assert main(["--db", copy, "users", "remove", "dana"]) == 2
