@@ -144,7 +144,7 @@ def cmd_serve(args) -> int:
 
     config = _config(args)
     auth = parse_auth(args.auth or os.environ.get("CHATBOT_UI_AUTH"))
-    if args.host not in LOOPBACK_HOSTS and auth is None:
+    if args.host not in LOOPBACK_HOSTS and auth is None and not args.trusted_header:
         print(f"warning: serving on {args.host} without --auth: anyone who can reach this machine can read "
               "the knowledge base", file=sys.stderr)
     # SIGTERM (a service manager, `kill`) must unwind like Ctrl+C, so the local LLM server is stopped too.
@@ -163,7 +163,9 @@ def cmd_serve(args) -> int:
             llm_label = f"{config.llm_model} at {config.llm_base_url}" if config.llm_enabled else ""
         pipeline = Pipeline.from_config(config)
         pipeline.warm()
-        app = ChatApp(pipeline, ingest=make_ingest(config, pipeline.store, pipeline.embedder),
+        users = _serve_users(pipeline, args)
+        app = ChatApp(pipeline, ingest=make_ingest(config, pipeline.store, pipeline.embedder), users=users,
+                      trusted_header=args.trusted_header or "", trusted_proxy=args.trusted_proxy or "",
                       upload_dir=Path(config.upload_dir), upload_max_bytes=config.upload_max_mb * 2**20,
                       llm_label=llm_label, replay_tab=args.replay_tab)
         print(f"chat UI: http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}  "
@@ -173,6 +175,26 @@ def cmd_serve(args) -> int:
         if local is not None:
             local.stop()
     return 0
+
+
+def _serve_users(pipeline, args):
+    """The users who sign in, when the knowledge base has any; the trusted header only where no one but
+    the proxy can reach the server."""
+    from chatbot.users import UserStore
+
+    users = UserStore(pipeline.store)
+    if args.trusted_header:
+        if args.host not in LOOPBACK_HOSTS and not args.trusted_proxy:
+            raise ConfigError("--trusted-header trusts whoever sends it: serve on 127.0.0.1 behind the proxy, or name "
+                              "the proxy's address with --trusted-proxy")
+        if not users.any():
+            raise ConfigError("--trusted-header names users of this knowledge base: add them first (`chatbot users add`)")
+        return users
+    if users.any():
+        if args.auth or os.environ.get("CHATBOT_UI_AUTH"):
+            raise ConfigError("this knowledge base has users, who sign in as themselves: drop --auth / CHATBOT_UI_AUTH")
+        return users
+    return None
 
 
 def _source_line(number: int, chunk) -> str:
@@ -706,7 +728,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the UI to the network)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--auth", help="USER:PASSWORD required to open the UI (or $CHATBOT_UI_AUTH)")
+    p.add_argument("--auth", help="USER:PASSWORD required to open the UI (or $CHATBOT_UI_AUTH), for a knowledge base "
+                                  "without users; with users (`chatbot users add`), each signs in as themselves")
+    p.add_argument("--trusted-header", metavar="HEADER",
+                   help="behind an SSO proxy (oauth2-proxy and the like): take the user's name from this header, "
+                        "e.g. X-Forwarded-User; off by default, refused unless serving on loopback or --trusted-proxy")
+    p.add_argument("--trusted-proxy", metavar="ADDRESS", help="the proxy's address: the only client whose header counts")
     p.add_argument("--replay-tab", action="store_true",
                    help="add the Replay tab: every stored question, from everyone who asked, re-asked under another "
                         "calibration or floor (for the knowledge base's owners; put the UI behind --auth)")

@@ -11,6 +11,7 @@ unless told otherwise, and never shows an API key.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import unicodedata
@@ -22,7 +23,11 @@ from chatbot import present
 from chatbot.conversation import Rewrite, load_rewrite_prompt, rewrite_question
 from chatbot.errors import ChatbotError
 from chatbot.pipeline import AnswerDelta, Evidence, Pipeline, clean_question
-from chatbot.types import AskResult
+from chatbot.types import EVERYONE, AskResult, Viewer
+from chatbot.users import AuthError, UserStore
+
+LOG = logging.getLogger("chatbot.ui")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 # What ingest reads (ingest.parse.SUPPORTED_SUFFIXES; the UI does not import ingest, the CLI composes them).
 UPLOAD_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx", ".xlsx", ".csv", ".tsv", ".pptx",
@@ -85,12 +90,20 @@ class ChatSession:
     last_result: AskResult | None = None
     last_rewrite: Rewrite | None = None
     selected_chunk: str | None = None
+    viewer: str | None = None  # whose conversation this is
 
 
 class ChatApp:
     def __init__(self, pipeline: Pipeline, *, ingest: IngestFn | None = None, upload_dir: Path | None = None,
-                 upload_max_bytes: int = 25 * 2**20, llm_label: str = "", replay_tab: bool = False):
+                 upload_max_bytes: int = 25 * 2**20, llm_label: str = "", replay_tab: bool = False,
+                 users: UserStore | None = None, trusted_header: str = "", trusted_proxy: str = ""):
+        """`users`: each person signs in as a user and reads only their groups' documents (None: one shared
+        login, or none, and everyone reads everything). `trusted_header`: take the signed-in user's name from
+        this request header, set by an SSO proxy at `trusted_proxy` (or on loopback) and by no one else."""
         self.pipeline = pipeline
+        self.users = users
+        self.trusted_header = trusted_header.lower()
+        self.trusted_proxy = trusted_proxy
         # The Replay tab shows every stored question, whoever asked it: for the knowledge base's owners.
         self.replay_tab = replay_tab
         self.ingest = ingest
@@ -107,7 +120,35 @@ class ChatApp:
             self._rewrite_prompt = load_rewrite_prompt(self.pipeline.config.prompts_dir)
         return rewrite_question(session.standalone_questions, question, self.pipeline.llm, self._rewrite_prompt or "")
 
-    def respond(self, message: str, history: list[dict] | None, session: ChatSession | None):
+    def viewer_of(self, request: Any) -> Viewer | None:
+        """Who is asking: the signed-in user (or the user the trusted proxy names), with their groups; None
+        without users (everyone reads everything). Raises AuthError for anyone else."""
+        if self.users is None:
+            return None
+        if self.trusted_header:
+            client = getattr(getattr(request, "client", None), "host", None)
+            if client not in ((self.trusted_proxy,) if self.trusted_proxy else LOOPBACK):
+                LOG.warning("refused: header %s from %s, which is not the trusted proxy", self.trusted_header, client)
+                raise AuthError("the sign-in header did not come from the trusted proxy")
+            name = (getattr(request, "headers", {}) or {}).get(self.trusted_header, "")
+        else:
+            name = getattr(request, "username", None) or ""
+        try:
+            return self.users.viewer(name)
+        except ChatbotError:
+            LOG.warning("refused: no user %r", name)
+            raise AuthError("you are not signed in as a user of this knowledge base; sign in again") from None
+
+    def check_login(self, name: str, password: str) -> bool:
+        """Gradio's sign-in check: a user's argon2-verified password. Refusals are logged, never the password."""
+        try:
+            self.users.verify(name, password)
+            return True
+        except AuthError:
+            LOG.warning("sign-in refused for %r", name)
+            return False
+
+    def respond(self, message: str, history: list[dict] | None, session: ChatSession | None, request: Any = None):
         """Generator for the chat event: yields (textbox, chat, session, *panel)."""
         session = session or ChatSession()
         history = list(history or [])
@@ -116,9 +157,13 @@ class ChatApp:
         skip = self._panel_skip()
         yield "", history, session, *skip
         try:
+            viewer = self.viewer_of(request)
+            if session.viewer != (viewer.name if viewer else None):  # a session never carries one user's
+                session.standalone_questions.clear()               # history into another's follow-ups
+                session.viewer = viewer.name if viewer else None
             rewrite = self.rewrite(session, clean_question(message or ""))
             text = ""
-            for event in self.pipeline.ask_stream(rewrite.standalone):
+            for event in self.pipeline.ask_stream(rewrite.standalone, viewer=viewer):
                 if isinstance(event, Evidence):
                     session.last_rewrite = rewrite
                     writing = "*Writing the answer…*" if event.gate.kept and self.pipeline.llm else ""
@@ -193,15 +238,34 @@ class ChatApp:
 
     # --- knowledge base -------------------------------------------------------------------------------------
 
-    def documents(self) -> list[list[str]]:
+    def documents(self, request: Any = None) -> list[list[str]]:
+        """The indexed documents the asking user may read, with their chunk counts and groups."""
+        try:
+            viewer = self.viewer_of(request)
+        except AuthError:
+            return []
         counts = self.pipeline.store.document_chunk_counts()
-        return [[present.display_path(path), str(n)] for path, n in sorted(counts.items())]
+        access = self.pipeline.store.document_access()
+        return [[present.display_path(path), str(n), ", ".join(access.get(path, ()))]
+                for path, n in sorted(counts.items())
+                if viewer is None or viewer.reads & set(access.get(path, (EVERYONE,)))]
 
-    def upload(self, files: Sequence[str] | None, progress=None) -> tuple[str, list[list[str]], None]:
+    def upload(self, files: Sequence[str] | None, progress=None, request: Any = None,
+               access: str = "") -> tuple[str, list[list[str]], None]:
+        """Store and ingest uploads. Their access: for an admin, the groups they give (default everyone);
+        for others, their own groups (everyone when they have none)."""
         if self.ingest is None or self.upload_dir is None:
-            return "Uploads are turned off for this server.", self.documents(), None
+            return "Uploads are turned off for this server.", self.documents(request), None
         if not files:
-            return "Choose one or more files first.", self.documents(), None
+            return "Choose one or more files first.", self.documents(request), None
+        try:
+            viewer = self.viewer_of(request)
+        except AuthError as e:
+            return f"⚠️ {e}", [], None
+        if viewer is None or viewer.admin:
+            groups = [g.strip().lower() for g in (access or "").split(",") if g.strip()] or None
+        else:
+            groups = sorted(viewer.groups) or None
         stored, problems = [], []
         for f in files:
             path = Path(f)
@@ -212,27 +276,30 @@ class ChatApp:
         if stored:
             wrap = (lambda items, total: progress.tqdm(items, total=total, desc="Ingesting")) if progress else None
             try:
-                report = self.ingest(stored, wrap) if wrap else self.ingest(stored, lambda items, total: items)
+                report = self.ingest(stored, wrap or (lambda items, total: items), access=groups)
             except ChatbotError as e:
                 problems.append(f"- ingest failed: {e}")
             else:
                 problems.extend(f"- {os.path.basename(p)}: {reason}" for p, reason in report.failed)
                 status = f"**Ingested:** {report.summary()}"
                 return (status + ("\n\n**Not ingested:**\n" + "\n".join(problems) if problems else ""),
-                        self.documents(), None)
-        return "**Nothing ingested.**\n" + "\n".join(problems), self.documents(), None
+                        self.documents(request), None)
+        return "**Nothing ingested.**\n" + "\n".join(problems), self.documents(request), None
 
     # --- replay (owners) -----------------------------------------------------------------------------------
 
     def replay(self, calibration_file: str | None, floor: float | None, limit: float | None,
-               since: str | None) -> tuple[str, list[list[str]], list]:
+               since: str | None, request: Any = None) -> tuple[str, list[list[str]], list]:
         """Re-ask the stored questions under another calibration file and/or floor: (summary, the changes as
-        table rows, the changes themselves for `replay_select`)."""
+        table rows, the changes themselves for `replay_select`). For admins only, when there are users."""
         from chatbot.calibration import Calibration
         from chatbot.replay import changes_first, parse_since, replay
 
         pipeline = self.pipeline
         try:
+            viewer = self.viewer_of(request)
+            if viewer is not None and not viewer.admin:
+                return "⚠️ Replay shows every user's questions: it is for admins.", [], []
             calibration = pipeline.calibration
             source = "the running calibration"
             if calibration_file:
@@ -308,7 +375,10 @@ class ChatApp:
                                 elem_id="upload")
                 ingest_button = gr.Button("Add to knowledge base", variant="primary", elem_id="ingest")
                 ingest_status = gr.Markdown(elem_id="ingest-status")
-                docs = gr.Dataframe(headers=["document", "chunks"], value=self.documents, interactive=False,
+                upload_access = gr.Textbox(label="Who may read the uploads (groups, comma-separated; admins only: "
+                                                 "others upload into their own groups)", value="",
+                                           placeholder="everyone", elem_id="upload-access")
+                docs = gr.Dataframe(headers=["document", "chunks", "readable by"], interactive=False,
                                     label="Indexed documents", elem_id="documents")
 
             if self.replay_tab:
@@ -316,9 +386,13 @@ class ChatApp:
 
             outputs = [box, chat, session, floor, table, chart, timings, chunk_text]
             # One public API endpoint ("/ask", for gradio_client and scripts); Enter in the box is the same call.
-            send.click(self.respond, [box, chat, session], outputs, concurrency_limit=4, concurrency_id="chat",
+            def respond(message, history, session_, request):
+                yield from self.respond(message, history, session_, request)
+
+            respond.__annotations__ = {"request": gr.Request}
+            send.click(respond, [box, chat, session], outputs, concurrency_limit=4, concurrency_id="chat",
                        api_name="ask")
-            box.submit(self.respond, [box, chat, session], outputs, concurrency_id="chat", api_visibility="private")
+            box.submit(respond, [box, chat, session], outputs, concurrency_id="chat", api_visibility="private")
             # Gradio injects event data by the parameter's annotation, so it must be the real class.
             def on_select(session_, evt):
                 return self.select_chunk(session_, evt)
@@ -333,10 +407,16 @@ class ChatApp:
             chunk_up.click(lambda s: self.rate_chunk(s, 1), [session], [feedback_status])
             chunk_down.click(lambda s: self.rate_chunk(s, -1), [session], [feedback_status])
 
-            def upload(files_, progress=gr.Progress()):
-                return self.upload(files_, progress)
+            def upload(files_, access_, request, progress=gr.Progress()):
+                return self.upload(files_, progress, request, access_)
 
-            ingest_button.click(upload, [files], [ingest_status, docs, files], concurrency_limit=1)
+            def documents(request):
+                return self.documents(request)
+
+            upload.__annotations__ = {"request": gr.Request}
+            documents.__annotations__ = {"request": gr.Request}
+            ingest_button.click(upload, [files, upload_access], [ingest_status, docs, files], concurrency_limit=1)
+            demo.load(documents, None, [docs])
         return demo
 
 
@@ -369,7 +449,11 @@ class ChatApp:
                     now_floor = gr.Markdown(elem_id="replay-now-floor")
                     now_table = gr.Dataframe(headers=present.TABLE_HEADERS, interactive=False, wrap=True,
                                              elem_id="replay-now-table")
-            run.click(self.replay, [calibration, floor, limit, since], [summary, flips, changes], concurrency_limit=1)
+            def run_replay(calibration_, floor_, limit_, since_, request):
+                return self.replay(calibration_, floor_, limit_, since_, request)
+
+            run_replay.__annotations__ = {"request": gr.Request}
+            run.click(run_replay, [calibration, floor, limit, since], [summary, flips, changes], concurrency_limit=1)
 
             def on_select(changes_, evt):
                 return self.replay_select(changes_, evt)
@@ -388,10 +472,13 @@ def theme():
 
 def launch(app: ChatApp, *, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,
            block: bool = True, max_sessions: int = 500):
-    """Start the server; returns the Blocks (and keeps running) when `block` is False.
+    """Start the server; returns the Blocks (and keeps running) when `block` is False. With users (and no
+    trusted header), each person signs in with their own name and password.
 
     Gradio keeps every session's component values (chat, table, chart) in memory, by default for
     10,000 sessions: megabytes each, so a busy server would only grow. `max_sessions` bounds it."""
+    if app.users is not None and not app.trusted_header:
+        auth = app.check_login
     demo = app.build()
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=host, server_port=port, auth=auth, max_file_size=app.upload_max_bytes,

@@ -134,3 +134,35 @@ def test_cli_users_and_ask_as(kb, tmp_path, capsys, monkeypatch):
     assert UserStore(ChunkStore(copy)).verify("dana", "a-new-password").admin
     assert main(["--db", copy, "users", "remove", "dana"]) == 0
     assert main(["--db", copy, "users", "remove", "dana"]) == 2
+
+
+def test_the_trusted_header_counts_only_from_the_proxy(kb, capsys, caplog):
+    from types import SimpleNamespace
+
+    from chatbot.ui import ChatApp
+
+    db, _, users = kb
+    pipeline = Pipeline.from_config(Config(db_uri=db, traces=False))
+
+    def request(host, name):  # what the web server hands the app: the client's address and the headers
+        return SimpleNamespace(client=SimpleNamespace(host=host), headers={"x-forwarded-user": name}, username=None)
+
+    behind_loopback = ChatApp(pipeline, users=users, trusted_header="X-Forwarded-User")
+    assert behind_loopback.viewer_of(request("127.0.0.1", "alice")).groups == frozenset({"hr"})
+    with pytest.raises(AuthError, match="trusted proxy"):
+        behind_loopback.viewer_of(request("10.0.0.9", "alice"))  # a forged header from elsewhere
+    with pytest.raises(AuthError, match="not signed in"):
+        behind_loopback.viewer_of(request("127.0.0.1", "mallory"))
+    behind_proxy = ChatApp(pipeline, users=users, trusted_header="X-Forwarded-User", trusted_proxy="10.0.0.2")
+    assert behind_proxy.viewer_of(request("10.0.0.2", "bob")).name == "bob"
+    with pytest.raises(AuthError):
+        behind_proxy.viewer_of(request("127.0.0.1", "bob"))
+    # a signed-in session whose user has since been removed is refused, not served as anyone
+    signed_in = ChatApp(pipeline, users=users)
+    assert signed_in.viewer_of(SimpleNamespace(username="bob")).name == "bob"
+    with pytest.raises(AuthError):
+        signed_in.viewer_of(SimpleNamespace(username="removed-user"))
+    assert signed_in.check_login("bob", "bob-password-12") and not signed_in.check_login("bob", "guess-password")
+    assert "sign-in refused for 'bob'" in caplog.text and "guess-password" not in caplog.text
+    assert main(["--db", db, "serve", "--host", "0.0.0.0", "--trusted-header", "X-Forwarded-User"]) == 2
+    assert "--trusted-proxy" in capsys.readouterr().err

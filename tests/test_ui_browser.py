@@ -223,3 +223,77 @@ def test_replay_tab_shows_the_flips_of_a_new_floor_and_both_panels(replay_app, a
         assert "kept" in page.locator("#replay-now-table").inner_text()
         page.screenshot(path=str(artifacts / "replay.png"), full_page=True)
         assert page.outside_requests == []
+
+
+HR_DOC = ("# Salary bands 2025\n\n## Engineering\n\nThe salary band for an Engineer II is €58,000 to €71,000 a year, "
+          "reviewed every January by the People team.\n")
+
+
+@pytest.fixture(scope="module")
+def users_app(sample_db, tmp_path_factory, embedder):
+    """The app for a knowledge base with two users and a document only HR may read."""
+    from chatbot.store import ChunkStore
+    from chatbot.users import UserStore
+    from ingest.run import ingest_paths
+
+    root = tmp_path_factory.mktemp("users-ui")
+    shutil.copytree(sample_db, root / "lancedb")
+    (root / "hr").mkdir()
+    (root / "hr" / "salary-bands.md").write_text(HR_DOC, encoding="utf-8")
+    store = ChunkStore(str(root / "lancedb"))
+    assert not ingest_paths([root / "hr"], store, embedder, access=["hr"]).failed
+    users = UserStore(store)
+    users.add("alice", "alice-password-1", ["hr"])
+    users.add("bob", "bob-password-12", ["eng"])
+    config = Config(db_uri=str(root / "lancedb"), upload_dir=str(root / "uploads"))
+    pipeline = Pipeline.from_config(config)
+    app = ChatApp(pipeline, users=users, ingest=make_ingest(config, pipeline.store, pipeline.embedder),
+                  upload_dir=Path(config.upload_dir))
+    port = free_port()
+    demo = launch(app, port=port, block=False)
+    yield f"http://127.0.0.1:{port}", len(store.document_hashes()) - 1  # and how many everyone may read
+    demo.close()
+
+
+@contextmanager
+def signed_in(url: str, name: str, password: str, artifacts: Path, request):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.goto(url)
+        page.fill("input[type=text]", name)
+        page.fill("input[type=password]", password)
+        page.keyboard.press("Enter")
+        yield page
+        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+            page.screenshot(path=str(artifacts / f"FAILED-{request.node.name}-{name}.png"), full_page=True)
+        browser.close()
+
+
+def test_each_user_sees_only_their_groups_documents(users_app, artifacts, request):
+    url, public_docs = users_app
+    question = "What is the salary band for an Engineer II?"
+    with signed_in(url, "bob", "bob-password-12", artifacts, request) as page:
+        page.wait_for_selector("#question textarea", timeout=60_000)
+        message = ask(page, question).inner_text()
+        panel = page.locator("#inspection-table").inner_text()
+        assert "58,000" not in message and "salary-bands" not in message and "salary-bands" not in panel
+        page.get_by_role("tab", name="Knowledge base").click()
+        page.wait_for_function("() => document.querySelector('#documents').innerText.includes('all-hands')")
+        # the table renders rows virtually: its row count (with the header row) says how many are listed
+        grid = page.locator("#documents [role=grid]")
+        assert int(grid.get_attribute("aria-rowcount")) - 1 == public_docs
+        page.screenshot(path=str(artifacts / "signed-in-bob.png"), full_page=True)
+    with signed_in(url, "alice", "alice-password-1", artifacts, request) as page:
+        page.wait_for_selector("#question textarea", timeout=60_000)
+        message = ask(page, question).inner_text()
+        assert "58,000" in message and "salary-bands.md" in message
+        page.get_by_role("tab", name="Knowledge base").click()
+        page.wait_for_function("() => document.querySelector('#documents').innerText.includes('all-hands')")
+        grid = page.locator("#documents [role=grid]")
+        assert int(grid.get_attribute("aria-rowcount")) - 1 == public_docs + 1  # and the HR document
+        page.screenshot(path=str(artifacts / "signed-in-alice.png"), full_page=True)
+    with signed_in(url, "alice", "not-her-password", artifacts, request) as page:
+        page.wait_for_function("() => document.body.innerText.toLowerCase().includes('incorrect credentials')",
+                               timeout=30_000)
+        assert page.locator("#question").count() == 0

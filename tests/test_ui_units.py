@@ -49,7 +49,8 @@ def test_panel_rows_show_every_candidate_with_scores_and_fate(sample_db, tiny_re
     assert [r[1] for r in rows[:3]] == ["kept", "kept", "cut by top-n"]
     assert isinstance(result.outcome, Answer)
     cited_rows = [r for r in rows if r[2]]
-    assert len(cited_rows) == len(result.outcome.cited) and cited_rows[0][2] == "[1]"
+    # citations are numbered as the answer first quotes them (its closest sentence leads)
+    assert sorted(r[2] for r in cited_rows) == [f"[{i}]" for i in range(1, len(result.outcome.cited) + 1)]
     first = result.gate.ranked[0]
     assert rows[0][3] == f"{first.p_relevant:.4f}" and rows[0][5] == f"{first.rerank_logit:.3f}"
     assert rows[0][4] == rows[0][6] == ""  # a platt calibration orders by nothing else; no semantic part
