@@ -61,7 +61,7 @@ def make_ingest(config: Config, store, embedder):
         return ingest_paths(paths, store, embedder, settings, progress=progress,
                             full_text_index_from=full_text_index_from,
                             max_file_bytes=config.max_file_mb * 2**20, batch_chunks=config.ingest_batch_chunks,
-                            access=access)
+                            access=access, access_rules=config.access)
 
     return ingest
 
@@ -470,8 +470,11 @@ def cmd_replay(args) -> int:
                "floor": calibration.decision_floor,
                "floor_on": "P(answerable)" if calibration.judges_answerability else "p_relevant",
                "since": args.since, "limit": args.limit}
+    from chatbot.users import UserStore
+
+    users = UserStore(pipeline.store)
     with tqdm(total=len(traces), unit="q", desc="replay", file=sys.stderr, mininterval=2) as bar:
-        report = replay(pipeline, traces, setting, on_done=bar.update)
+        report = replay(pipeline, traces, setting, on_done=bar.update, viewer_of=users.viewer if users.any() else None)
     if args.json:
         text = json.dumps(report.to_json(), indent=2, ensure_ascii=False)
         if args.json == "-":

@@ -66,6 +66,10 @@ class Config:
     # Chat sessions the UI keeps in memory (each holds its conversation and its last inspection panel,
     # ~0.1-1.5 MB); beyond this the least recently used is forgotten, so memory is bounded.
     ui_max_sessions: int = 500
+    # Who may read what is ingested from a folder: {folder: [groups]}, the deepest matching folder wins,
+    # `ingest --access` overrides it, and files under no folder here are for everyone. In chatbot.toml:
+    # [chatbot.access] "docs/hr" = ["hr"]
+    access: dict[str, list[str]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for name in ("chunk_max_tokens", "pool_size", "rerank_depth", "top_n", "embed_batch_size",
@@ -110,6 +114,8 @@ _ENV_ALIASES = {"OPENAI_BASE_URL": "llm_base_url", "OPENAI_API_KEY": "llm_api_ke
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
+    if key == "access":
+        return _access_rules(value, source)
     want = _TYPES[key]
     if want is bool and isinstance(value, str):
         lowered = value.strip().lower()
@@ -130,6 +136,19 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             f"{source}: '{key}' must be {want.__name__}, got {type(value).__name__} {value!r}"
         )
     return value
+
+
+def _access_rules(value: Any, source: str) -> dict[str, list[str]]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: 'access' must be a table of folder = [groups], e.g. "
+                          '[chatbot.access] "docs/hr" = ["hr"] (in chatbot.toml)')
+    rules = {}
+    for folder, groups in value.items():
+        groups = [groups] if isinstance(groups, str) else groups
+        if not isinstance(groups, list) or not groups or not all(isinstance(g, str) for g in groups):
+            raise ConfigError(f"{source}: access for '{folder}' must be a list of group names, e.g. [\"hr\"]")
+        rules[str(folder)] = [g.strip().lower() for g in groups]
+    return rules
 
 
 def _check_keys(values: Mapping[str, Any], source: str) -> None:

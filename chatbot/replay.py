@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from chatbot.errors import ConfigError
+from chatbot.errors import ChatbotError, ConfigError
 from chatbot.record import candidate_from_record
 from chatbot.rerank import Reranker
 from chatbot.types import GateResult
@@ -201,9 +201,11 @@ def remember_scores(reranker: Reranker, trace: dict[str, Any]) -> int:
 
 
 def replay(pipeline, traces: Iterable[dict[str, Any]], setting: dict[str, Any] | None = None, *,
-           reuse_scores: bool = True, on_done: Callable[[int], Any] | None = None) -> ReplayReport:
+           reuse_scores: bool = True, on_done: Callable[[int], Any] | None = None,
+           viewer_of: Callable[[str], Any] | None = None) -> ReplayReport:
     """Ask each trace's question again through `pipeline` (the new setting over the current knowledge base;
-    it should store no traces of its own) up to the gate, and compare."""
+    it should store no traces of its own) up to the gate, and compare. `viewer_of(name)`: the user a
+    trace's asker is now (their groups), so each question is asked again with what its asker may read."""
     started = time.perf_counter()
     reranker = pipeline.reranker
     documents, chunk_ids = set(pipeline.store.document_hashes()), pipeline.store.chunk_ids()
@@ -211,12 +213,19 @@ def replay(pipeline, traces: Iterable[dict[str, Any]], setting: dict[str, Any] |
     replayed, skipped = [], []
     for trace in traces:
         reason = skip_reason(trace, pipeline.embedder.fingerprint, documents, chunk_ids)
+        viewer = None
+        asker = (trace.get("record") or {}).get("asked_by")
+        if reason is None and asker and viewer_of is not None:
+            try:
+                viewer = viewer_of(asker)
+            except ChatbotError:
+                reason = ("user removed", f"asked by {asker}, no longer a user")
         if reason is not None:
             skipped.append(Skipped(trace.get("trace_id", ""), trace.get("question") or "", *reason))
         else:
             if reuse_scores and scores_reusable(trace, reranker):
                 remember_scores(reranker, trace)
-            replayed.append(_replay_one(pipeline, trace))
+            replayed.append(_replay_one(pipeline, trace, viewer))
         if on_done:
             on_done(1)
     return ReplayReport(setting=dict(setting or {}), replayed=tuple(replayed), skipped=tuple(skipped),
@@ -224,10 +233,10 @@ def replay(pipeline, traces: Iterable[dict[str, Any]], setting: dict[str, Any] |
                         scored_pairs=reranker.cache_misses - misses)
 
 
-def _replay_one(pipeline, trace: dict[str, Any]) -> Replayed:
+def _replay_one(pipeline, trace: dict[str, Any], viewer=None) -> Replayed:
     record, feedback = trace["record"], trace.get("feedback") or {}
     was, was_score, was_top, was_top_doc = _was(record)
-    gate = pipeline.evidence(trace["question"]).gate
+    gate = pipeline.evidence(trace["question"], viewer=viewer).gate
     now = ANSWER if gate.kept else REFUSAL
     now_top = gate.kept[0].chunk.id if gate.kept else None
     was_final = record.get("decision", was)

@@ -148,7 +148,7 @@ class HybridRetriever:
         it ranks (so the pool is `pool_size` permitted chunks, never what is left of a larger one)."""
         if query_vector is None:
             query_vector = self.embedder.embed_query(question)
-        where = access_filter(viewer.reads) if viewer is not None else None
+        where = access_filter(viewer.reads, self.store.access_labels()) if viewer is not None else None
         if self.backend() == "lancedb":
             return self._retrieve_indexed(question, query_vector, where)
         index = self.index()

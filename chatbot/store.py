@@ -73,10 +73,16 @@ def decode_access(value: str | None) -> tuple[str, ...]:
     return tuple(g for g in (value or f",{EVERYONE},").split(",") if g) or (EVERYONE,)
 
 
-def access_filter(groups: Sequence[str]) -> str:
-    """The SQL condition for the chunks a reader of `groups` may see (EVERYONE included)."""
+def access_filter(groups: Sequence[str], labels: Iterable[str] | None = None) -> str:
+    """The SQL condition for the chunks a reader of `groups` may see (EVERYONE included). Given the
+    table's distinct access `labels`, an IN list of those that name one of the groups, which the
+    access column's bitmap index answers (a LIKE per group scans every row: +56% on retrieval at 100k
+    chunks, bench/access_filter.py); without them, the LIKEs."""
     names = sorted({check_group(g) for g in groups} | {EVERYONE})
-    return "(" + " OR ".join(f"access LIKE '%,{g},%'" for g in names) + ")"
+    if labels is None:
+        return "(" + " OR ".join(f"access LIKE '%,{g},%'" for g in names) + ")"
+    readable = sorted(label for label in labels if set(decode_access(label)) & set(names))
+    return f"access IN ({', '.join(sql_str(label) for label in readable)})" if readable else "FALSE"
 
 
 def _row_to_chunk(row: Mapping) -> Chunk:
@@ -243,6 +249,22 @@ class ChunkStore:
             return {p: (EVERYONE,) for p in self.document_hashes()}
         t = self._scan(["doc_path", "access"])
         return {p: decode_access(a) for p, a in zip(t.column("doc_path").to_pylist(), t.column("access").to_pylist())}
+
+    def access_labels(self) -> frozenset[str]:
+        """The table's distinct access values (a handful: one per combination of groups in use), kept
+        per table version."""
+        version = self.version()
+        cached = getattr(self, "_labels", None)
+        if cached is None or cached[0] != version:
+            labels = frozenset(self._scan(["access"]).column("access").unique().to_pylist()) - {None} \
+                if self.table is not None and "access" in self.table.schema.names else frozenset()
+            cached = self._labels = (version, labels)
+        return cached[1]
+
+    def index_access(self) -> None:
+        """A bitmap index on the access column, which the access filter's IN list reads."""
+        if self.table is not None and "access" in self.table.schema.names:
+            self.table.create_scalar_index("access", index_type="BITMAP", replace=True)
 
     def relabel(self, doc_path: str, groups: Sequence[str]) -> None:
         """Change who may read a document, in place: no parsing, no embedding."""

@@ -317,7 +317,8 @@ class ChatApp:
             setting = {"reranker": pipeline.config.reranker, "calibration": source,
                        "floor": calibration.decision_floor,
                        "floor_on": "P(answerable)" if calibration.judges_answerability else "p_relevant"}
-            report = replay(pipeline.with_calibration(calibration), traces, setting)
+            report = replay(pipeline.with_calibration(calibration), traces, setting,
+                            viewer_of=self.users.viewer if self.users is not None else None)
         except ChatbotError as e:
             return f"⚠️ {e}", [], []
         changes = changes_first(report.replayed)

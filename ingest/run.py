@@ -9,6 +9,7 @@ files that are no longer in it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -103,15 +104,25 @@ def ingest_paths(
     full_text_index_from: int | None = None,
     max_file_bytes: int = MAX_FILE_BYTES,
     access: Sequence[str] | None = None,
+    access_rules: dict[str, Sequence[str]] | None = None,
 ) -> IngestReport:
     """`full_text_index_from`: also (re)build LanceDB's full-text index, for the "lancedb" BM25 backend,
     once the table holds at least this many chunks (0: always; None: never). `access`: the groups that
-    may read these documents (None: everyone); an unchanged document given other groups is relabeled
-    in place, without parsing or embedding it again.
+    may read these documents; without it, `access_rules` ({folder: groups}, the deepest folder that holds
+    a file wins) decide per file, and a file under none of them is for everyone. An unchanged document
+    given other groups is relabeled in place, without parsing or embedding it again.
     Only one ingest writes to a knowledge base at a time: a second raises `StoreBusy`."""
     with store.write_lock():
+        rules = {} if access else {Path(folder).expanduser().resolve(): access_groups(groups)
+                                   for folder, groups in (access_rules or {}).items()}
         return _ingest(paths, store, embedder, settings, batch_chunks, progress, full_text_index_from, max_file_bytes,
-                       access_groups(access))
+                       access_groups(access), rules)
+
+
+def _ruled_access(path: Path, rules: dict[Path, tuple[str, ...]]) -> tuple[str, ...] | None:
+    """The groups of the deepest rule folder that holds `path`, or None."""
+    holding = [folder for folder in rules if path.is_relative_to(folder)]
+    return rules[max(holding, key=lambda f: len(f.parts))] if holding else None
 
 
 def access_groups(access: Sequence[str] | None) -> tuple[str, ...]:
@@ -130,17 +141,20 @@ class Source:
     suffix: str = ""  # how to parse it: ".pdf", ".html", ...
     reason: str = ""  # with no data: why it failed
     unchanged: bool = False  # with no data: known unchanged without its bytes (HTTP 304)
+    access: tuple[str, ...] | None = None  # who may read it, when not the batch's groups
 
 
 def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSettings, batch_chunks: int,
-            progress, full_text_index_from: int | None, max_file_bytes: int, access: tuple[str, ...]) -> IngestReport:
+            progress, full_text_index_from: int | None, max_file_bytes: int, access: tuple[str, ...],
+            rules: dict[Path, tuple[str, ...]]) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport()
     files, folders, failures = discover([Path(p) for p in paths])
     report.failed.extend(failures)
     iterator = progress(files, len(files)) if progress else files
-    seen = write_sources((_read(path, max_file_bytes) for path in iterator), store, embedder, settings, batch_chunks,
-                         report, access)
+    sources = (dataclasses.replace(source, access=_ruled_access(path, rules)) if rules else source
+               for path in iterator for source in [_read(path, max_file_bytes)])
+    seen = write_sources(sources, store, embedder, settings, batch_chunks, report, access)
     gone = [p for p in store.document_hashes() if p not in seen and any(_is_under(p, f) for f in folders)]
     finish(store, report, gone, full_text_index_from, started)
     return report
@@ -180,9 +194,11 @@ def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedd
         pending_docs.clear()
         pending_chunks.clear()
 
+    batch_access = access
     for source in sources:
         doc_path = source.doc_path
         seen.add(doc_path)
+        access = source.access or batch_access
         if source.data is None:
             if source.unchanged and doc_path in stored:
                 if tuple(sorted(stored_access.get(doc_path, ()))) != access:
@@ -225,8 +241,9 @@ def finish(store: ChunkStore, report: IngestReport, gone: Sequence[str], full_te
     if gone:
         store.remove_documents(gone)
         report.removed.extend(gone)
-    if report.chunks_written or gone:
+    if report.chunks_written or gone or report.relabeled:
         store.optimize()
+        store.index_access()
         if full_text_index_from is not None and store.count() >= full_text_index_from:
             store.build_full_text_index()
     report.total_seconds = time.perf_counter() - started

@@ -166,3 +166,58 @@ def test_the_trusted_header_counts_only_from_the_proxy(kb, capsys, caplog):
     assert "sign-in refused for 'bob'" in caplog.text and "guess-password" not in caplog.text
     assert main(["--db", db, "serve", "--host", "0.0.0.0", "--trusted-header", "X-Forwarded-User"]) == 2
     assert "--trusted-proxy" in capsys.readouterr().err
+
+
+def test_folder_rules_in_the_config_label_what_is_ingested(tmp_path, embedder, monkeypatch, capsys):
+    root = tmp_path / "kb"
+    (root / "hr" / "cases").mkdir(parents=True)
+    (root / "public").mkdir()
+    (root / "hr" / "salary-bands.md").write_text(SALARIES, encoding="utf-8")
+    (root / "hr" / "cases" / "case.md").write_text("# Case\n\nCase HR-2025-014 is about overtime pay.\n")
+    shutil.copy(SAMPLE_KB / "expense-policy.md", root / "public" / "expense-policy.md")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "chatbot.toml").write_text('[chatbot]\ndb_uri = "db"\n\n[chatbot.access]\n"kb/hr" = ["hr"]\n'
+                                           '"kb/hr/cases" = ["hr-cases"]\n', encoding="utf-8")
+    assert main(["ingest", "kb", "--quiet"]) == 0
+    access = {p.rsplit("/", 1)[-1]: groups for p, groups in ChunkStore("db").document_access().items()}
+    assert access == {"salary-bands.md": ("hr",), "case.md": ("hr-cases",), "expense-policy.md": ("everyone",)}
+    (tmp_path / "chatbot.toml").write_text('[chatbot]\ndb_uri = "db"\naccess = "hr"\n', encoding="utf-8")
+    assert main(["ingest", "kb", "--quiet"]) == 2
+    assert "'access' must be a table" in capsys.readouterr().err
+
+
+def test_replay_asks_again_as_the_user_who_asked(kb, tmp_path):
+    from chatbot.replay import replay
+    from chatbot.traces import TraceStore
+
+    db, _, users = kb
+    copy = tmp_path / "db"
+    shutil.copytree(db, copy)
+    shutil.rmtree(copy / "chunks_traces.lance", ignore_errors=True)
+    pipeline = Pipeline.from_config(Config(db_uri=str(copy)))
+    bob = UserStore(pipeline.store).viewer("bob")
+    asked = pipeline.ask(QUESTIONS[0], viewer=bob)
+    report = replay(pipeline.with_calibration(pipeline.calibration), TraceStore(pipeline.store).replayable(),
+                    viewer_of=UserStore(pipeline.store).viewer)
+    (again,) = report.replayed
+    assert all("salary-bands" not in c.chunk.doc_path for c in again.gate.ranked)
+    assert again.now == ("refusal" if asked.refused else "answer") and not again.changed
+    UserStore(pipeline.store).remove("bob")
+    report = replay(pipeline.with_calibration(pipeline.calibration), TraceStore(pipeline.store).replayable(),
+                    viewer_of=UserStore(pipeline.store).viewer)
+    assert report.skip_reasons() == {"user removed": 1}
+
+
+def test_a_table_from_before_access_labels_reads_as_everyone_and_takes_labels(tmp_path, embedder):
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    shutil.copy(SAMPLE_KB / "expense-policy.md", kb)
+    store = ChunkStore(str(tmp_path / "db"))
+    ingest_paths([kb], store, embedder)
+    store.table.drop_columns(["access"])  # the schema a knowledge base had before this version
+    old = ChunkStore(str(tmp_path / "db"))
+    assert set(old.document_access().values()) == {("everyone",)}
+    assert all(c.access == ("everyone",) for c in old.snapshot().chunks)
+    report = ingest_paths([kb], old, embedder, access=["finance"])  # migrates, then relabels in place
+    assert len(report.relabeled) == 1 and report.chunks_written == 0
+    assert set(ChunkStore(str(tmp_path / "db")).document_access().values()) == {("finance",)}
