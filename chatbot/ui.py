@@ -463,6 +463,51 @@ class ChatApp:
             flips.select(on_select, [changes], [then_floor, then_table, now_floor, now_table])
 
 
+class SignInGate:
+    """Refusals at the HTTP level, before the app: a failed sign-in answers 401 (Gradio says 400); with a
+    trusted header, a request without it answers 401, and one whose header did not come from the proxy, or
+    names no user here, 403.
+    Logged with the user's name and the client's address, never a password."""
+
+    def __init__(self, app, chat: "ChatApp"):
+        self.app = app
+        self.chat = chat
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        # Gradio's own start-up check calls this one path from the server itself, with no proxy in between.
+        if self.chat.trusted_header and not scope.get("path", "").endswith("/startup-events"):
+            from types import SimpleNamespace
+
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            if not headers.get(self.chat.trusted_header):  # not signed in: the proxy sends everyone with a name
+                return await _refuse(scope, send, 401, "sign in through the proxy")
+            request = SimpleNamespace(client=SimpleNamespace(host=(scope.get("client") or ("",))[0]), headers=headers)
+            try:
+                self.chat.viewer_of(request)
+            except AuthError as e:  # a name from elsewhere than the proxy, or of no user here
+                return await _refuse(scope, send, 403, str(e))
+        if scope["type"] == "http" and scope.get("method") == "POST" and scope["path"].rstrip("/").endswith("/login"):
+            async def unauthorized(message):
+                if message["type"] == "http.response.start" and message["status"] == 400:
+                    message = {**message, "status": 401}
+                await send(message)
+
+            return await self.app(scope, receive, unauthorized)
+        return await self.app(scope, receive, send)
+
+
+async def _refuse(scope, send, status: int, reason: str) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = f"{status} {reason}".encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def theme():
     import gradio as gr
 
@@ -478,11 +523,15 @@ def launch(app: ChatApp, *, host: str = "127.0.0.1", port: int = 7860, auth: tup
 
     Gradio keeps every session's component values (chat, table, chart) in memory, by default for
     10,000 sessions: megabytes each, so a busy server would only grow. `max_sessions` bounds it."""
+    from starlette.middleware import Middleware
+
     if app.users is not None and not app.trusted_header:
         auth = app.check_login
     demo = app.build()
     demo.queue(default_concurrency_limit=1)
+    middleware = [Middleware(SignInGate, chat=app)] if app.users is not None else []
     demo.launch(server_name=host, server_port=port, auth=auth, max_file_size=app.upload_max_bytes,
                 prevent_thread_lock=not block, quiet=not block, ssr_mode=False, theme=theme(), css=CSS,
-                footer_links=[], show_error=False, state_session_capacity=max_sessions)
+                footer_links=[], show_error=False, state_session_capacity=max_sessions,
+                app_kwargs={"middleware": middleware})
     return demo

@@ -221,3 +221,40 @@ def test_a_table_from_before_access_labels_reads_as_everyone_and_takes_labels(tm
     report = ingest_paths([kb], old, embedder, access=["finance"])  # migrates, then relabels in place
     assert len(report.relabeled) == 1 and report.chunks_written == 0
     assert set(ChunkStore(str(tmp_path / "db")).document_access().values()) == {("finance",)}
+
+
+def test_the_server_refuses_bad_sign_ins_with_401_and_foreign_headers_with_403(kb, caplog):
+    import httpx
+
+    from chatbot.ui import ChatApp, launch
+    from tests.helpers import free_port
+
+    db, _, users = kb
+    pipeline = Pipeline.from_config(Config(db_uri=db, traces=False))
+
+    def serve(**kwargs):
+        port = free_port()
+        return launch(ChatApp(pipeline, users=users, **kwargs), port=port, block=False), f"http://127.0.0.1:{port}"
+
+    demo, url = serve()
+    try:
+        for name, password in (("alice", "wrong-password"), ("mallory", "alice-password-1")):
+            response = httpx.post(f"{url}/login", data={"username": name, "password": password})
+            assert response.status_code == 401, response.text
+        assert httpx.post(f"{url}/login", data={"username": "alice", "password": "alice-password-1"}).status_code == 200
+        assert "wrong-password" not in caplog.text and "sign-in refused for 'alice'" in caplog.text
+    finally:
+        demo.close()
+    demo, url = serve(trusted_header="X-Forwarded-User")
+    try:
+        assert httpx.get(url, headers={"X-Forwarded-User": "alice"}).status_code == 200
+        assert httpx.get(url, headers={"X-Forwarded-User": "mallory"}).status_code == 403
+        assert httpx.get(url).status_code == 401  # not signed in
+    finally:
+        demo.close()
+    demo, url = serve(trusted_header="X-Forwarded-User", trusted_proxy="10.0.0.2")
+    try:  # the proxy is elsewhere: a header sent from here is forged
+        response = httpx.get(url, headers={"X-Forwarded-User": "alice"})
+        assert response.status_code == 403 and "trusted proxy" in response.text
+    finally:
+        demo.close()
