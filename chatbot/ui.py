@@ -464,9 +464,10 @@ class ChatApp:
 
 
 class SignInGate:
-    """Refusals at the HTTP level, before the app: a failed sign-in answers 401 (Gradio says 400); with a
-    trusted header, a request without it answers 401, and one whose header did not come from the proxy, or
-    names no user here, 403.
+    """With a trusted header, refusals at the HTTP level, before the app: a request without the header
+    answers 401, one whose header did not come from the proxy, or names no user here, 403. (A failed
+    password sign-in is Gradio's: HTTP 400, which its login page shows as "Incorrect credentials"; its
+    API answers 401 to anyone not signed in.)
     Logged with the user's name and the client's address, never a password."""
 
     def __init__(self, app, chat: "ChatApp"):
@@ -488,13 +489,6 @@ class SignInGate:
                 self.chat.viewer_of(request)
             except AuthError as e:  # a name from elsewhere than the proxy, or of no user here
                 return await _refuse(scope, send, 403, str(e))
-        if scope["type"] == "http" and scope.get("method") == "POST" and scope["path"].rstrip("/").endswith("/login"):
-            async def unauthorized(message):
-                if message["type"] == "http.response.start" and message["status"] == 400:
-                    message = {**message, "status": 401}
-                await send(message)
-
-            return await self.app(scope, receive, unauthorized)
         return await self.app(scope, receive, send)
 
 
