@@ -1,4 +1,4 @@
-"""Command line: `chatbot ingest | ask | serve | users | eval | calibrate | replay | train-reranker`.
+"""Command line: `chatbot ingest | ask | serve | users | eval | calibrate | replay | train-reranker | unlock`.
 
 This is the edge: the only place that composes `chatbot` with `ingest`, reads the
 environment into a Config, and turns domain errors into messages and exit codes.
@@ -496,6 +496,19 @@ def cmd_replay(args) -> int:
     return EXIT_REGRESSED if report.regressions else 0
 
 
+def cmd_unlock(args) -> int:
+    """Remove the write lock a killed ingest left on object storage."""
+    config = _config(args)
+    if not config.db_uri.startswith("s3://"):
+        print("nothing to do: a local knowledge base's lock is released by the system when its holder dies")
+        return 0
+    from chatbot.s3lock import s3_unlock
+
+    removed = s3_unlock(config.db_uri, config.table)
+    print(f"removed the write lock of '{config.table}' at {config.db_uri}" if removed else "there was no write lock")
+    return 0
+
+
 def cmd_users(args) -> int:
     import getpass
 
@@ -745,6 +758,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
     p.add_argument("--calibration", help="calibration JSON (config key calibration)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("unlock", help="remove the write lock a killed ingest left on object storage (s3://); "
+                                      "only once that process is known to be gone")
+    p.set_defaults(func=cmd_unlock)
 
     p = sub.add_parser("users", help="add, list, remove users and set their passwords (stored hashed, argon2)")
     p.add_argument("action", choices=["add", "list", "remove", "passwd"])

@@ -128,7 +128,15 @@ class ChunkStore:
     def write_lock(self) -> Iterator[None]:
         """Held by an ingest for its whole run, so two ingests into one local knowledge base never
         interleave: the second fails at once, naming the holder. The kernel drops the lock when the
-        holder dies, even by SIGKILL. Remote stores rely on LanceDB's own commit conflict checks."""
+        holder dies, even by SIGKILL. On s3:// the lock is an object created with a conditional write
+        (`chatbot.s3lock`), which holds across machines; other remote stores rely on LanceDB's own
+        commit conflict checks."""
+        if self.uri.startswith("s3://"):
+            from chatbot.s3lock import s3_write_lock
+
+            with s3_write_lock(self.uri, self.table_name):
+                yield
+            return
         if self.is_remote:
             yield
             return
