@@ -260,3 +260,25 @@ def test_the_server_refuses_bad_sign_ins_and_foreign_headers(kb, caplog):
         assert response.status_code == 403 and "trusted proxy" in response.text
     finally:
         demo.close()
+
+
+def test_follow_ups_use_only_the_asking_users_conversation(kb):
+    """One browser session, two people in turn (a shared kiosk, a sign-out and in): the second person's
+    follow-up is not rewritten with the first person's question, and reads only their documents."""
+    from types import SimpleNamespace
+
+    from chatbot.ui import ChatApp
+
+    db, _, users = kb
+    app = ChatApp(Pipeline.from_config(Config(db_uri=db, traces=False)), users=users)
+    session = None
+    for *_, session, _floor, _rows, _chart, _timings, _chunk in app.respond(
+            "What is the salary band for an Engineer II?", [], session, SimpleNamespace(username="alice")):
+        pass
+    assert session.standalone_questions == ["What is the salary band for an Engineer II?"]
+    outputs = list(app.respond("and for a Senior Engineer?", [], session, SimpleNamespace(username="bob")))
+    final = outputs[-1]
+    session = final[2]
+    assert session.viewer == "bob" and session.last_rewrite.standalone == "and for a Senior Engineer?"
+    assert all("salary-bands" not in c.chunk.doc_path for c in session.last_result.gate.ranked)
+    assert "90,000" not in json.dumps(final[1], ensure_ascii=False)
