@@ -144,9 +144,6 @@ def cmd_serve(args) -> int:
 
     config = _config(args)
     auth = parse_auth(args.auth or os.environ.get("CHATBOT_UI_AUTH"))
-    if args.host not in LOOPBACK_HOSTS and auth is None and not args.trusted_header:
-        print(f"warning: serving on {args.host} without --auth: anyone who can reach this machine can read "
-              "the knowledge base", file=sys.stderr)
     # SIGTERM (a service manager, `kill`) must unwind like Ctrl+C, so the local LLM server is stopped too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     local = None
@@ -164,6 +161,9 @@ def cmd_serve(args) -> int:
         pipeline = Pipeline.from_config(config)
         pipeline.warm()
         users = _serve_users(pipeline, args)
+        if args.host not in LOOPBACK_HOSTS and auth is None and users is None:
+            print(f"warning: serving on {args.host} without --auth or users: anyone who can reach this machine can "
+                  "read the knowledge base", file=sys.stderr)
         app = ChatApp(pipeline, ingest=make_ingest(config, pipeline.store, pipeline.embedder), users=users,
                       trusted_header=args.trusted_header or "", trusted_proxy=args.trusted_proxy or "",
                       upload_dir=Path(config.upload_dir), upload_max_bytes=config.upload_max_mb * 2**20,
