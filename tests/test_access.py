@@ -17,7 +17,7 @@ from chatbot.present import candidate_rows, outcome_markdown
 from chatbot.record import ask_record
 from chatbot.store import ChunkStore
 from chatbot.users import AuthError, UserStore
-from ingest.run import ChunkingSettings, ingest_paths
+from ingest.run import ingest_paths
 from tests.helpers import SAMPLE_KB
 
 SALARIES = """# Salary bands 2025
