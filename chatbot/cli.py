@@ -170,7 +170,8 @@ def cmd_serve(args) -> int:
                       llm_label=llm_label, replay_tab=args.replay_tab)
         print(f"chat UI: http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}  "
               "(Ctrl+C to stop)", file=sys.stderr)
-        launch(app, host=args.host, port=args.port, auth=auth, max_sessions=config.ui_max_sessions)
+        launch(app, host=args.host, port=args.port, auth=auth, max_sessions=config.ui_max_sessions,
+               session_hours=config.ui_session_hours)
     finally:
         if local is not None:
             local.stop()

@@ -66,6 +66,7 @@ class Config:
     # Chat sessions the UI keeps in memory (each holds its conversation and its last inspection panel,
     # ~0.1-1.5 MB); beyond this the least recently used is forgotten, so memory is bounded.
     ui_max_sessions: int = 500
+    ui_session_hours: float = 12.0  # a user's sign-in lasts this long; then they sign in again
     # Who may read what is ingested from a folder: {folder: [groups]}, the deepest matching folder wins,
     # `ingest --access` overrides it, and files under no folder here are for everyone. In chatbot.toml:
     # [chatbot.access] "docs/hr" = ["hr"]
@@ -84,6 +85,8 @@ class Config:
             )
         if self.rerank_cache_pairs < 0:
             raise ConfigError(f"config key 'rerank_cache_pairs' must be 0 (off) or more, got {self.rerank_cache_pairs}")
+        if self.ui_session_hours <= 0:
+            raise ConfigError(f"config key 'ui_session_hours' must be positive, got {self.ui_session_hours}")
         if self.llm_timeout_s <= 0:
             raise ConfigError(f"config key 'llm_timeout_s' must be positive, got {self.llm_timeout_s}")
         if self.reranker_precision not in RERANKER_PRECISIONS:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -510,8 +511,34 @@ def theme():
                              font_mono=["ui-monospace", "Consolas", "monospace"])
 
 
+class ExpiringTokens(dict):
+    """Gradio's sign-in tokens (token -> user name), each forgotten `ttl_s` after it was issued: an expired
+    session is no longer signed in (its API calls answer 401, its page shows the sign-in form again)."""
+
+    def __init__(self, ttl_s: float):
+        super().__init__()
+        self.ttl_s = ttl_s
+        self.issued: dict[str, float] = {}
+
+    def __setitem__(self, token, user) -> None:
+        self.issued[token] = time.monotonic()
+        super().__setitem__(token, user)
+
+    def get(self, token, default=None):
+        issued = self.issued.get(token)
+        if issued is not None and time.monotonic() - issued > self.ttl_s:
+            LOG.info("session of %r expired", super().get(token))
+            self.pop(token, None)
+            self.issued.pop(token, None)
+            return default
+        return super().get(token, default)
+
+    def __contains__(self, token) -> bool:
+        return self.get(token) is not None
+
+
 def launch(app: ChatApp, *, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,
-           block: bool = True, max_sessions: int = 500):
+           block: bool = True, max_sessions: int = 500, session_hours: float = 12.0):
     """Start the server; returns the Blocks (and keeps running) when `block` is False. With users (and no
     trusted header), each person signs in with their own name and password.
 
@@ -525,7 +552,11 @@ def launch(app: ChatApp, *, host: str = "127.0.0.1", port: int = 7860, auth: tup
     demo.queue(default_concurrency_limit=1)
     middleware = [Middleware(SignInGate, chat=app)] if app.users is not None else []
     demo.launch(server_name=host, server_port=port, auth=auth, max_file_size=app.upload_max_bytes,
-                prevent_thread_lock=not block, quiet=not block, ssr_mode=False, theme=theme(), css=CSS,
+                prevent_thread_lock=True, quiet=not block, ssr_mode=False, theme=theme(), css=CSS,
                 footer_links=[], show_error=False, state_session_capacity=max_sessions,
                 app_kwargs={"middleware": middleware})
+    if auth is not None:  # before anyone signs in: sign-ins expire
+        demo.server_app.tokens = ExpiringTokens(session_hours * 3600.0)
+    if block:
+        demo.block_thread()
     return demo

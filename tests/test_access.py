@@ -282,3 +282,28 @@ def test_follow_ups_use_only_the_asking_users_conversation(kb):
     assert session.viewer == "bob" and session.last_rewrite.standalone == "and for a Senior Engineer?"
     assert all("salary-bands" not in c.chunk.doc_path for c in session.last_result.gate.ranked)
     assert "90,000" not in json.dumps(final[1], ensure_ascii=False)
+
+
+def test_a_session_expires_and_must_sign_in_again(kb):
+    import time
+
+    import httpx
+
+    from chatbot.ui import ChatApp, launch
+    from tests.helpers import free_port
+
+    db, _, users = kb
+    port = free_port()
+    demo = launch(ChatApp(Pipeline.from_config(Config(db_uri=db, traces=False)), users=users), port=port,
+                  block=False, session_hours=1.5 / 3600)  # 1.5 seconds
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client() as browser:
+            assert browser.post(f"{url}/login", data={"username": "bob", "password": "bob-password-12"}).status_code == 200
+            assert browser.get(f"{url}/gradio_api/info").status_code == 200  # signed in
+            time.sleep(2.0)
+            assert browser.get(f"{url}/gradio_api/info").status_code == 401  # expired: sign in again
+            assert browser.post(f"{url}/login", data={"username": "bob", "password": "bob-password-12"}).status_code == 200
+            assert browser.get(f"{url}/gradio_api/info").status_code == 200
+    finally:
+        demo.close()
