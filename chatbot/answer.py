@@ -318,6 +318,10 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
     for i, cand in enumerate(evidence):
         # Text aimed at a model is no answer for the reader either.
         sentences.extend((i, s) for s in split_sentences(withhold_instructions(cand.chunk.text)) if WITHHELD not in s)
+    # A question in the evidence (a FAQ's heading line) restates what was asked and answers nothing, yet it
+    # is what reads closest to the question: quote it only when there is nothing else.
+    statements = [(i, s) for i, s in sentences if not s.rstrip().endswith("?")]
+    sentences = statements or sentences
     if not sentences:
         sentences = [(i, c.chunk.text.strip()) for i, c in enumerate(evidence)]
     vectors = embed([question] + [s for _, s in sentences])
@@ -330,10 +334,13 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
         best_chunk, best_text = spans[0]
         holder = [k for k, (i, sentence) in enumerate(sentences) if i == best_chunk and best_text in sentence]
         score[holder[:1]] = np.inf
-    picked = list(np.argsort(-score)[:max_sentences])
-    # The closest sentence leads (a table row that answers, the sentence that holds the span); the
-    # others follow in reading order.
-    chosen = picked[:1] + sorted(picked[1:], key=lambda k: (sentences[k][0], k))
+    # The lead: the sentence that holds the span, else the closest sentence of the first evidence chunk
+    # (the reranker's pick of the passage, the embedder's of the sentence in it: a table row that
+    # answers, the sentence that states the fact). Then the closest others, in reading order.
+    first = [k for k, (i, _) in enumerate(sentences) if i == 0]
+    lead = max(first, key=lambda k: score[k]) if first and not spans else int(np.argmax(score))
+    rest = [k for k in np.argsort(-score) if k != lead][: max_sentences - 1]
+    chosen = [lead] + sorted(rest, key=lambda k: (sentences[k][0], k))
     order: list[int] = []
 
     def cite(chunk_index: int) -> str:

@@ -5,6 +5,7 @@ keep in step with it, and a hung page is stopped by a timeout."""
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 
@@ -37,6 +38,30 @@ def ocr_image(image, language: str = "eng") -> str:
     return done.stdout.decode("utf-8", "replace")
 
 
+_ENDS_SENTENCE = re.compile(r"[.!?:;]\s*$")
+
+
+def reflow(text: str) -> str:
+    """OCR text with its lines rejoined into sentences: Tesseract ends a line where the page did, and
+    leaves a blank line after it when the print is widely spaced, so a line that does not end a
+    sentence (and is not an all-caps heading) continues on the next one."""
+    lines = [line.strip() for line in text.splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if not line:
+            out.append("")
+            continue
+        # the last written line, across one blank line
+        k = len(out) - 1 if out and out[-1] else len(out) - 2
+        if (k >= 0 and out[k] and not _ENDS_SENTENCE.search(out[k]) and out[k].upper() != out[k]
+                and all(not x for x in out[k + 1:])):
+            out[k] = f"{out[k]} {line}"
+            del out[k + 1:]
+        else:
+            out.append(line)
+    return "\n".join(out).strip()
+
+
 def image_text(data: bytes, path: str) -> str:
     """The text of every page (frame) of an image file, pages apart by a blank line."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
@@ -49,6 +74,6 @@ def image_text(data: bytes, path: str) -> str:
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise ParseError(path, f"not a readable image ({type(e).__name__}: {e})") from None
     try:
-        return "\n\n".join(ocr_image(page) for page in pages)
+        return "\n\n".join(reflow(ocr_image(page)) for page in pages)
     except ParseError as e:
         raise ParseError(path, e.reason) from None

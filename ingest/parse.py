@@ -102,12 +102,20 @@ def _sections_from_headings(items: list[Item]) -> tuple[str, tuple[Section, ...]
     return first_h1, tuple(sections)
 
 
-def _join_body_lines(items: list[tuple[int | None, str]]) -> list[tuple[int | None, str]]:
-    """Consecutive body lines (level None) back into one body item, keeping their line breaks."""
-    joined: list[tuple[int | None, str]] = []
+_ENDS_SENTENCE = re.compile(r"[.!?:;]\s*$")
+
+
+def _join_body_lines(items: list[Item], reflow: bool = False) -> list[Item]:
+    """Consecutive body lines (level None) back into one body item, keeping their line breaks. `reflow`
+    (a page's layout, as in PDFs): a line that does not end a sentence continues on the next one, so a
+    sentence broken by the page width is one sentence again ("a fee of €350 (or $380) per unit")."""
+    joined: list[Item] = []
     for level, text in items:
         if level is None and isinstance(text, str) and joined and joined[-1][0] is None and isinstance(joined[-1][1], str):
-            joined[-1] = (None, joined[-1][1] + "\n" + text)
+            previous = joined[-1][1]
+            glue = " " if (reflow and text and previous and not previous.endswith("\n")
+                           and not _ENDS_SENTENCE.search(previous)) else "\n"
+            joined[-1] = (None, previous + glue + text)
         else:
             joined.append((level, text))
     return joined
@@ -293,7 +301,9 @@ def parse_pdf(data: bytes, path: str, ocr=None) -> ParsedDocument:
                 if not page_lines and page.images:
                     scanned += 1
                     if ocr is not None:
-                        page_lines = [(0.0, text) for text in ocr(page.to_image(resolution=300).original).split("\n")]
+                        from ingest.ocr import reflow
+
+                        page_lines = [(0.0, text) for text in reflow(ocr(page.to_image(resolution=300).original)).split("\n")]
                 lines.extend(page_lines)
                 lines.append((0.0, ""))  # page break = paragraph break
     except ParseError:
@@ -324,7 +334,7 @@ def parse_pdf(data: bytes, path: str, ocr=None) -> ParsedDocument:
     level_of = {s: min(i + 1, 6) for i, s in enumerate(heading_sizes)}
     items: list[Item] = [(level_of[size], text) if size in level_of and heading_like(text) else (None, text)
                          for size, text in lines]
-    h1, sections = _sections_from_headings(_join_body_lines(items))
+    h1, sections = _sections_from_headings(_join_body_lines(items, reflow=True))
     title = meta_title.strip() or h1 or Path(path).stem
     return ParsedDocument(title, _drop_title_heading(h1 or title, sections))
 

@@ -18,7 +18,7 @@ from ingest.chunk import Table, chunk_document, ParsedDocument, Section
 from ingest.office import decode_lines, format_cell, parse_csv
 from ingest.parse import SUPPORTED_SUFFIXES, parse_file
 from ingest.tables import table_from_rows
-from tests.helpers import OCR_AVAILABLE
+from tests.helpers import OCR_AVAILABLE, SAMPLE_KB
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TABLE_KB = FIXTURES / "table_kb"
@@ -270,3 +270,14 @@ def test_a_parser_upgrade_reads_stored_files_again(tmp_path, embedder, monkeypat
     assert len(ingest.run.ingest_paths([kb], store, embedder).unchanged) == 1
     monkeypatch.setattr(ingest.run, "PARSER_VERSION", ingest.run.PARSER_VERSION + 1)
     assert len(ingest.run.ingest_paths([kb], store, embedder).updated) == 1
+
+
+def test_lines_broken_by_the_page_are_one_sentence_again():
+    from ingest.ocr import reflow
+
+    charges = next(s for s in parse_file(SAMPLE_KB / "rma-process.pdf").sections if s.heading_path == ("Charges",))
+    assert "a no-fault-found fee of €350 (or $380) per unit is charged." in charges.text
+    assert reflow("NOTICE - LISBON OFFICE\n\nAssembly point: the square in front of the\n\nRua Augusta arch.\n\n"
+                  "Fire wardens: Ana (floor 2).\nNext drill: 14 March.") == (
+        "NOTICE - LISBON OFFICE\n\nAssembly point: the square in front of the Rua Augusta arch.\n\n"
+        "Fire wardens: Ana (floor 2).\nNext drill: 14 March.")
