@@ -307,3 +307,35 @@ def test_a_session_expires_and_must_sign_in_again(kb):
             assert browser.get(f"{url}/gradio_api/info").status_code == 200
     finally:
         demo.close()
+
+
+def test_calibrate_from_traces_reads_every_users_ratings(kb, tmp_path, tiny_reranker_dir, capsys):
+    from tests.helpers import SAMPLE_QUESTIONS, make_pipeline
+
+    db, _, users = kb
+    copy = tmp_path / "db"
+    shutil.copytree(db, copy)
+    shutil.rmtree(copy / "chunks_traces.lance", ignore_errors=True)
+    pipeline = make_pipeline(str(copy), tiny_reranker_dir, floor=1.0)  # refuses everything: refusals get rated
+    alice, bob = users.viewer("alice"), users.viewer("bob")
+    rated = 0
+    for q in SAMPLE_QUESTIONS[:4] + [q for q in SAMPLE_QUESTIONS if q.get("why") == "off-topic"]:
+        viewer = alice if q["answerable"] else bob
+        result = pipeline.ask(q["question"], viewer=viewer)
+        if q["answerable"]:
+            right = next((c for c in result.gate.ranked if q["doc"] in c.chunk.doc_path), None)
+            if right is None:
+                continue  # its document is not in this knowledge base
+            wrong = next(c for c in result.gate.ranked if q["doc"] not in c.chunk.doc_path)
+            pipeline.traces.add_feedback(result.trace_id, 1, right.chunk.id)
+            pipeline.traces.add_feedback(result.trace_id, -1, wrong.chunk.id)
+            pipeline.traces.add_feedback(result.trace_id, -1)  # it should have answered
+        else:
+            pipeline.traces.add_feedback(result.trace_id, 1)  # the refusal was right
+        rated += 1
+    askers = {t["record"]["asked_by"] for t in pipeline.traces.with_feedback()}
+    assert askers == {"alice", "bob"}
+    capsys.readouterr()
+    assert main(["--db", str(copy), "calibrate", "--from-traces", "--reranker", str(tiny_reranker_dir),
+                 "--out", str(tmp_path / "cal.json"), "--max-false-refusal-rate", "0.2"]) == 0
+    assert f"{rated} rated, {rated} usable" in capsys.readouterr().err
