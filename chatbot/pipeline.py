@@ -254,7 +254,8 @@ class Pipeline:
             retrieval = dataclasses.replace(retrieval, pool=tuple(c for c in retrieval.pool
                                                                   if c.chunk.doc_path not in without_docs))
         t = clock.lap("retrieve_ms", t)
-        reranked = self.reranker.rerank(question, retrieval.pool, self.config.rerank_depth)
+        reranked = self.reranker.rerank(question, retrieval.pool, self.config.rerank_depth,
+                                        scope=viewer.scope if viewer is not None else "")
         t = clock.lap("rerank_ms", t)
         gate = apply_gate(reranked, self.calibration, self.config.top_n)
         clock.lap("gate_ms", t)

@@ -186,8 +186,8 @@ def scores_reusable(trace: dict[str, Any], reranker: Reranker) -> bool:
             and config.get("reranker_max_length") == reranker.max_length)
 
 
-def remember_scores(reranker: Reranker, trace: dict[str, Any]) -> int:
-    """Put the trace's pair scores in the reranker's cache; how many went in."""
+def remember_scores(reranker: Reranker, trace: dict[str, Any], scope: str = "") -> int:
+    """Put the trace's pair scores in the reranker's cache (under the asker's `scope`); how many went in."""
     question, count = trace["question"], 0
     for d in trace["record"]["candidates"]:
         if d.get("rerank_logit") is None:
@@ -196,7 +196,7 @@ def remember_scores(reranker: Reranker, trace: dict[str, Any]) -> int:
         start, end = c.answer_span or (-1, float("nan"))
         row = [c.rerank_logit, *(np.nan if v is None else v for v in (c.semantic_logit, c.span_score, c.null_score)),
                start, end]
-        count += reranker.remember(question, c.chunk.context_text, row)
+        count += reranker.remember(question, c.chunk.context_text, row, scope)
     return count
 
 
@@ -224,7 +224,7 @@ def replay(pipeline, traces: Iterable[dict[str, Any]], setting: dict[str, Any] |
             skipped.append(Skipped(trace.get("trace_id", ""), trace.get("question") or "", *reason))
         else:
             if reuse_scores and scores_reusable(trace, reranker):
-                remember_scores(reranker, trace)
+                remember_scores(reranker, trace, viewer.scope if viewer is not None else "")
             replayed.append(_replay_one(pipeline, trace, viewer))
         if on_done:
             on_done(1)

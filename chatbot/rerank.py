@@ -185,7 +185,7 @@ class Reranker:
         """`rerank_logit` per passage."""
         return self.scores(question, passages)[:, 0]
 
-    def scores(self, question: str, passages: Sequence[str]) -> np.ndarray:
+    def scores(self, question: str, passages: Sequence[str], scope: str = "") -> np.ndarray:
         """SCORE_COLUMNS per passage: [rerank_logit, semantic_logit, span_score, null_score, answer_start,
         answer_end]. The semantic logit is the model's reading of the pair without its exact-match term
         (`cross_encoder.SegmentCosineHead`), NaN for a model without one. A model with a reader also
@@ -193,7 +193,7 @@ class Reranker:
         (character offsets; NaN without a reader)."""
         if not passages:
             return np.zeros((0, len(SCORE_COLUMNS)), dtype=np.float32)
-        return self._thread.run(self._scores, question, passages)
+        return self._thread.run(self._scores, question, passages, scope)
 
     @property
     def has_reader(self) -> bool:
@@ -201,9 +201,9 @@ class Reranker:
 
         return has_reader(self.model)
 
-    def _scores(self, question: str, passages: Sequence[str]) -> np.ndarray:
+    def _scores(self, question: str, passages: Sequence[str], scope: str = "") -> np.ndarray:
         out = np.empty((len(passages), len(SCORE_COLUMNS)), dtype=np.float32)
-        keys = [self._key(question, p) for p in passages] if self.cache_pairs else []
+        keys = [self._key(question, p, scope) for p in passages] if self.cache_pairs else []
         todo = []
         for i in range(len(passages)):
             cached = self._cache.get(keys[i]) if keys else None
@@ -226,12 +226,12 @@ class Reranker:
     def clear_cache(self) -> None:
         self._thread.run(self._cache.clear)
 
-    def remember(self, question: str, passage: str, row: Sequence[float]) -> bool:
+    def remember(self, question: str, passage: str, row: Sequence[float], scope: str = "") -> bool:
         """Put a pair's SCORE_COLUMNS, scored before by this same model (a stored trace), in the pair
         cache, so reading the pair again costs nothing. False when the cache is off."""
         if not self.cache_pairs:
             return False
-        return self._thread.run(self._remember, self._key(question, passage), np.asarray(row, dtype=np.float32))
+        return self._thread.run(self._remember, self._key(question, passage, scope), np.asarray(row, dtype=np.float32))
 
     def _remember(self, key: bytes, row: np.ndarray) -> bool:
         self._cache[key] = row
@@ -241,8 +241,10 @@ class Reranker:
         return True
 
     @staticmethod
-    def _key(question: str, passage: str) -> bytes:
-        return hashlib.blake2b(f"{question}\x00{passage}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    def _key(question: str, passage: str, scope: str = "") -> bytes:
+        """`scope`: whose cache it is (the asker's groups), so one group's questions never warm another's."""
+        return hashlib.blake2b(f"{scope}\x00{question}\x00{passage}".encode("utf-8", "surrogatepass"),
+                               digest_size=16).digest()
 
     def _make_team(self) -> TorchWorkers:
         import torch
@@ -275,7 +277,8 @@ class Reranker:
             out[batch] = batch_scores
         return out
 
-    def rerank(self, question: str, candidates: Sequence[Candidate], depth: int | None = None) -> list[Candidate]:
+    def rerank(self, question: str, candidates: Sequence[Candidate], depth: int | None = None,
+               scope: str = "") -> list[Candidate]:
         """The first `depth` candidates (all when None) with `rerank_logit` set, best first, then the
         rest unscored in their given order.
 
@@ -283,6 +286,6 @@ class Reranker:
         many it reads. Past the top 15-20 of the fused order, its verdicts seldom lift a chunk into
         the top 10 (bench/README.md has the measurement), so the tail can keep its fused rank."""
         head = list(candidates if depth is None else candidates[:depth])
-        scores = self.scores(question, [c.chunk.context_text for c in head])
+        scores = self.scores(question, [c.chunk.context_text for c in head], scope)
         scored = [dataclasses.replace(c, rerank_logit=float(row[0]), **_reader_fields(row)) for c, row in zip(head, scores)]
         return sorted(scored, key=lambda c: -c.rerank_logit) + list(candidates[len(head):])

@@ -29,6 +29,11 @@ class Viewer:
     def may_read(self, chunk: "Chunk") -> bool:
         return bool(self.reads & set(chunk.access))
 
+    @property
+    def scope(self) -> str:
+        """What its reads are keyed by in shared caches: its groups (users of the same groups share)."""
+        return ",".join(sorted(self.reads))
+
 
 @dataclass(frozen=True)
 class Chunk:

@@ -200,6 +200,7 @@ def test_replay_asks_again_as_the_user_who_asked(kb, tmp_path):
     report = replay(pipeline.with_calibration(pipeline.calibration), TraceStore(pipeline.store).replayable(),
                     viewer_of=UserStore(pipeline.store).viewer)
     (again,) = report.replayed
+    assert report.scored_pairs == 0  # bob's stored scores, reused under bob's groups
     assert all("salary-bands" not in c.chunk.doc_path for c in again.gate.ranked)
     assert again.now == ("refusal" if asked.refused else "answer") and not again.changed
     UserStore(pipeline.store).remove("bob")
@@ -339,3 +340,15 @@ def test_calibrate_from_traces_reads_every_users_ratings(kb, tmp_path, tiny_rera
     assert main(["--db", str(copy), "calibrate", "--from-traces", "--reranker", str(tiny_reranker_dir),
                  "--out", str(tmp_path / "cal.json"), "--max-false-refusal-rate", "0.2"]) == 0
     assert f"{rated} rated, {rated} usable" in capsys.readouterr().err
+
+
+def test_users_of_other_groups_do_not_share_cached_scores(kb):
+    db, _, users = kb
+    pipeline = Pipeline.from_config(Config(db_uri=db, traces=False))
+    reranker, question = pipeline.reranker, "How are expense claims approved?"
+    pipeline.ask(question, viewer=users.viewer("alice"))
+    hits = reranker.cache_hits
+    pipeline.ask(question, viewer=users.viewer("bob"))  # the same question, another group: scored anew
+    assert reranker.cache_hits == hits
+    pipeline.ask(question, viewer=users.viewer("bob"))  # bob again: his own cache
+    assert reranker.cache_hits > hits
