@@ -73,15 +73,13 @@ def decode_access(value: str | None) -> tuple[str, ...]:
     return tuple(g for g in (value or f",{EVERYONE},").split(",") if g) or (EVERYONE,)
 
 
-def access_filter(groups: Sequence[str], labels: Iterable[str] | None = None) -> str:
-    """The SQL condition for the chunks a reader of `groups` may see (EVERYONE included). Given the
-    table's distinct access `labels`, an IN list of those that name one of the groups, which the
-    access column's bitmap index answers (a LIKE per group scans every row: +56% on retrieval at 100k
-    chunks, bench/access_filter.py); without them, the LIKEs."""
-    names = sorted({check_group(g) for g in groups} | {EVERYONE})
-    if labels is None:
-        return "(" + " OR ".join(f"access LIKE '%,{g},%'" for g in names) + ")"
-    readable = sorted(label for label in labels if set(decode_access(label)) & set(names))
+def access_filter(groups: Sequence[str], labels: Iterable[str]) -> str:
+    """The SQL condition for the chunks a reader of `groups` may see (EVERYONE included): an IN list of
+    the table's distinct access `labels` that name one of the groups, which the access column's bitmap
+    index answers (a LIKE per group scanned every row: +56% on retrieval at 100k chunks,
+    bench/access_filter.py)."""
+    names = {check_group(g) for g in groups} | {EVERYONE}
+    readable = sorted(label for label in labels if set(decode_access(label)) & names)
     return f"access IN ({', '.join(sql_str(label) for label in readable)})" if readable else "FALSE"
 
 
@@ -119,6 +117,7 @@ class ChunkStore:
         self.table_name = table
         self._db = None
         self._table = None
+        self._labels: tuple[int, frozenset[str]] | None = None  # (table version, its access labels)
 
     @property
     def is_remote(self) -> bool:
@@ -262,7 +261,7 @@ class ChunkStore:
         """The table's distinct access values (a handful: one per combination of groups in use), kept
         per table version."""
         version = self.version()
-        cached = getattr(self, "_labels", None)
+        cached = self._labels
         if cached is None or cached[0] != version:
             labels = frozenset(self._scan(["access"]).column("access").unique().to_pylist()) - {None} \
                 if self.table is not None and "access" in self.table.schema.names else frozenset()

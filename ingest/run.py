@@ -194,6 +194,14 @@ def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedd
         pending_docs.clear()
         pending_chunks.clear()
 
+    def keep(doc_path: str, groups: tuple[str, ...]) -> None:
+        """An unchanged document: relabeled in place when it is now for other groups."""
+        if tuple(sorted(stored_access.get(doc_path, ()))) != groups:
+            store.relabel(doc_path, groups)
+            report.relabeled.append(doc_path)
+        else:
+            report.unchanged.append(doc_path)
+
     batch_access = access
     for source in sources:
         doc_path = source.doc_path
@@ -201,21 +209,13 @@ def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedd
         access = source.access or batch_access
         if source.data is None:
             if source.unchanged and doc_path in stored:
-                if tuple(sorted(stored_access.get(doc_path, ()))) != access:
-                    store.relabel(doc_path, access)
-                    report.relabeled.append(doc_path)
-                else:
-                    report.unchanged.append(doc_path)
+                keep(doc_path, access)
             else:
                 report.failed.append((doc_path, source.reason or "no content"))
             continue
         digest = content_hash(source.data, settings)
         if stored.get(doc_path) == digest:
-            if tuple(sorted(stored_access.get(doc_path, ()))) != access:
-                store.relabel(doc_path, access)
-                report.relabeled.append(doc_path)
-            else:
-                report.unchanged.append(doc_path)
+            keep(doc_path, access)
             continue
         try:
             parsed = parse_file(Path(f"document{source.suffix}"), source.data, name=doc_path)
