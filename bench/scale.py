@@ -15,9 +15,22 @@
     nice -n 5 .venv/bin/python bench/scale.py --sizes 10k,100k --questions 50         # a subset
     .venv/bin/python bench/scale.py --report-only                                     # re-write the tables
 
-Results: bench/results/scale.json and bench/results/scale.md. Caches (LanceDB tables, per-size
-results) live in --cache-dir, outside the repository. The labelled data is read from
-../shared/eval/scifact (or --eval-dir) and never copied.
+Two more measurements, each on its own (they leave scale.json as it is):
+
+* `--access-groups 10` (issue #20): a labelled copy of each size's table (`scifact_x9_acl10` at 100k),
+  each document readable by one of 10 groups or by everyone (about 20%), with the access column's
+  bitmap index that ingest builds. The product's retrieval stage, without a viewer and as a user of 2
+  groups, alternated; the filter's cost, and a check that no pool holds a chunk the user may not read.
+* `--s3` (issue #21): the same table's files copied to s3:// on moto's S3 server (loopback, a process
+  of its own); `Pipeline.ask` (no LLM, extractive answer, traces off) on the local directory and on
+  s3://, alternated, after one cold question each; S3 requests counted per question.
+
+    nice -n 5 .venv/bin/python bench/scale.py --cache-dir /work/bench_cache --sizes 100k --access-groups 10 --questions 300
+    nice -n 5 .venv/bin/python bench/scale.py --cache-dir /work/bench_cache --sizes 100k --s3 --questions 50
+
+Results: bench/results/scale.json and bench/results/scale.md (scale_access.* and scale_s3.* for the
+two above). Caches (LanceDB tables, per-size results) live in --cache-dir, outside the repository.
+The labelled data is read from ../shared/eval/scifact (or --eval-dir) and never copied.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,8 +68,22 @@ def replicas(size: str) -> int:
     return max(2, round(SIZES[size] / _BASE_ROWS))
 
 
-def table_name(size: str) -> str:
-    return BASE_TABLE if replicas(size) == 1 else f"scifact_x{replicas(size)}"
+def table_name(size: str, access_groups: int = 0) -> str:
+    """The unlabelled table (the real one at 10k), or with `access_groups` its labelled copy: a table of
+    its own, so the unlabelled results stay reproducible."""
+    name = BASE_TABLE if replicas(size) == 1 else f"scifact_x{replicas(size)}"
+    return f"{name}_acl{access_groups}" if access_groups else name
+
+
+def access_label(doc_path: str, groups: int) -> str:
+    """A document's access for the labelled table: everyone for about 20% of documents, else one of
+    `groups` teams (team-0 ...). From a hash of the path, so every chunk of a document and every rebuild
+    agree, and the leak check can recompute it without trusting the store."""
+    from chatbot.store import encode_access
+    from chatbot.types import EVERYONE
+
+    h = int(hashlib.sha256(doc_path.encode()).hexdigest()[:12], 16)
+    return encode_access([EVERYONE] if h % 5 == 0 else [f"team-{(h // 5) % groups}"])
 
 
 def corpus_path(cache: Path, eval_dir: Path, limit: int | None) -> Path:
@@ -136,8 +164,10 @@ def build_base(cache: Path, eval_dir: Path, corpus: Path) -> dict:
     return stats
 
 
-def build_replicated(cache: Path, size: str, vector_index: bool = True) -> dict:
-    """The base rows times SIZES[size], written with ChunkStore, plus the FTS and vector indexes."""
+def build_replicated(cache: Path, size: str, vector_index: bool = True, access_groups: int = 0) -> dict:
+    """The base rows times SIZES[size], written with ChunkStore, plus the FTS and vector indexes. With
+    `access_groups`, a table of its own whose documents carry access labels (`access_label`), with the
+    bitmap index on them that ingest builds."""
     import numpy as np
     import pyarrow as pa
 
@@ -145,12 +175,12 @@ def build_replicated(cache: Path, size: str, vector_index: bool = True) -> dict:
     from chatbot.store import ChunkStore, chunk_schema
 
     db = str(cache / "lancedb")
-    name = table_name(size)
+    name = table_name(size, access_groups)
     info_path = cache / f"build_{name}.json"
     store = ChunkStore(db, name)
     if info_path.is_file() and store.exists():
         return json.loads(info_path.read_text())
-    info: dict = {"table": name, "replicas": replicas(size)}
+    info: dict = {"table": name, "replicas": replicas(size), "access_groups": access_groups}
     base = ChunkStore(db, BASE_TABLE)
     if name != BASE_TABLE:
         t0 = time.perf_counter()
@@ -188,12 +218,21 @@ def build_replicated(cache: Path, size: str, vector_index: bool = True) -> dict:
                                        pa.array([t + marker for t in cols["search_text"]]))
                 part = part.set_column(part.schema.get_field_index("vector"), "vector",
                                        pa.FixedSizeListArray.from_arrays(pa.array(noisy.reshape(-1)), dim))
+            if access_groups:
+                part = part.set_column(part.schema.get_field_index("access"), "access", pa.array(
+                    [access_label(p, access_groups) for p in part.column("doc_path").to_pylist()]))
             store.table.add(part.cast(chunk_schema(dim)))
         info["write_s"] = round(time.perf_counter() - t0, 1)
         t = time.perf_counter()
         store.optimize()
         info["optimize_s"] = round(time.perf_counter() - t, 1)
     info["rows"] = store.count()
+    if access_groups:  # as ingest's finish does, before the full-text index
+        t = time.perf_counter()
+        store.index_access()
+        info["access_index_s"] = round(time.perf_counter() - t, 1)
+        labels = store._scan(["access"]).column("access").value_counts().to_pylist()
+        info["access_labels"] = {v["values"]: v["counts"] for v in sorted(labels, key=lambda v: v["values"])}
     t = time.perf_counter()
     store.build_full_text_index()
     info["fts_index_s"] = round(time.perf_counter() - t, 1)
@@ -443,6 +482,345 @@ def measure(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Pa
     return out
 
 
+# -- the access filter at scale (issue #20) --------------------------------------------------------
+VIEWER_GROUPS = ("team-0", "team-1")
+
+
+def measure_access(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Path, groups: int) -> dict:
+    """The product's retrieval stage (`HybridRetriever.retrieve`, what Pipeline.evidence times as
+    retrieve_ms, on the backend `auto` picks) over the labelled table, as the operator (no viewer, no
+    filter) and as a user of 2 groups, alternated question by question over the same questions."""
+    load_at_start = round(os.getloadavg()[0], 2)
+    import dataclasses
+
+    from chatbot.config import Config
+    from chatbot.pipeline import Pipeline
+    from chatbot.store import access_filter, decode_access
+    from chatbot.types import Viewer
+
+    name = table_name(size, groups)
+    questions = load_questions(eval_dir, n_questions, corpus)
+    cfg = dataclasses.replace(Config(), db_uri=str(cache / "lancedb"), table=name, traces=False, pool_size=POOL)
+    pipeline = Pipeline.from_config(cfg)
+    retriever, store = pipeline.retriever, pipeline.store
+    viewer = Viewer("bench-user", frozenset(VIEWER_GROUPS))
+    operator, user = "operator (no viewer, no filter)", f"user of 2 groups ({', '.join(VIEWER_GROUPS)})"
+    who = {operator: None, user: viewer}
+    # The query vectors first: retrieve_ms leaves the embedding out, and so does this.
+    vectors = [pipeline.embedder.embed_query(q.text) for q in questions]
+    for q, v in list(zip(questions, vectors))[:3]:  # warm both paths (index caches, the labels' scan)
+        retriever.retrieve(q.text, v)
+        retriever.retrieve(q.text, v, viewer)
+    times: dict[str, list] = {k: [] for k in who}
+    pools: dict[str, list] = {k: [] for k in who}
+    leaked = leaked_by_stored_label = 0
+    for qi, (q, v) in enumerate(zip(questions, vectors)):
+        for k in (list(who) if qi % 2 == 0 else list(who)[::-1]):  # alternate who goes first
+            t = time.perf_counter()
+            retrieval = retriever.retrieve(q.text, v, who[k])
+            times[k].append((time.perf_counter() - t) * 1000)
+            pools[k].append(len(retrieval.pool))
+            if who[k] is not None:
+                # The truth is the labelling itself (recomputed from the path), not the stored label the
+                # filter read; the stored label is checked too.
+                leaked += sum(not set(decode_access(access_label(c.chunk.doc_path, groups))) & viewer.reads
+                              for c in retrieval.pool)
+                leaked_by_stored_label += sum(not viewer.may_read(c.chunk) for c in retrieval.pool)
+        if qi % 20 == 19:
+            log(f"{size} access: {qi + 1}/{len(questions)} questions")
+    labels = store._scan(["access"]).column("access").value_counts().to_pylist()
+    readable = sum(v["counts"] for v in labels if set(decode_access(v["values"])) & viewer.reads)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "size": size, "table": name, "rows": store.count(), "groups": groups, "backend": retriever.backend(),
+        "questions": len(questions), "viewer_groups": list(VIEWER_GROUPS),
+        "viewer_may_read_share": round(readable / store.count(), 3),
+        "filter": access_filter(viewer.reads, store.access_labels()),
+        "retrieval_ms": {k: summary(v) for k, v in times.items()},
+        "filter_cost_of_medians": round(med[user] / med[operator] - 1, 4),
+        # per question, the user's time over the operator's: robust to the machine's load drifting
+        "filter_cost_paired_median": round(statistics.median(u / o - 1 for u, o in zip(times[user], times[operator])), 4),
+        "filter_ms_paired_median": round(statistics.median(u - o for u, o in zip(times[user], times[operator])), 2),
+        "pool": {k: {"mean": round(statistics.mean(v), 1), "min": min(v)} for k, v in pools.items()},
+        "chunks_outside_the_viewers_groups": leaked, "chunks_the_stored_label_forbids": leaked_by_stored_label,
+        "load_avg_1m_at_start": load_at_start,
+    }
+
+
+# -- the whole question on object storage (issue #21) ----------------------------------------------
+S3_BUCKET, S3_PREFIX = "bench-kb", "kb"
+
+# moto's S3 server, counting the requests it serves by kind; each line on stdin asks for the counts.
+# One change to moto: it reads (and copies) an object's whole value for every GET, then slices out the
+# requested range, so each ranged read of a 150 MB data file cost a copy of 150 MB (the first s3
+# question took 32 s, 381 GETs, the server at 100% CPU). Here an object's bytes are read once and
+# kept, so a ranged GET costs its range, as it does on S3.
+MOTO_SERVER = r"""
+import collections, json, logging, sys, threading
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+from moto.s3.models import FakeKey
+from moto.server import ThreadedMotoServer
+
+stored = FakeKey.value
+
+def kept_value(self):
+    value = self.__dict__.get("_kept_value")
+    if value is None:
+        value = self.__dict__["_kept_value"] = stored.fget(self)
+    return value
+
+def new_value(self, value):
+    self.__dict__.pop("_kept_value", None)
+    stored.fset(self, value)
+
+FakeKey.value = property(kept_value, new_value)
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+counts, lock, served = collections.Counter(), threading.Lock(), DomainDispatcherApplication.__call__
+
+def counted(self, environ, start_response):
+    method, query = environ["REQUEST_METHOD"], environ.get("QUERY_STRING", "")
+    kind = "LIST" if method == "GET" and ("list-type" in query or "prefix=" in query) else method
+    with lock:
+        counts[kind] += 1
+    return served(self, environ, start_response)
+
+DomainDispatcherApplication.__call__ = counted
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(json.dumps(server.get_host_and_port()), flush=True)
+for _ in sys.stdin:
+    with lock:
+        print(json.dumps(counts), flush=True)
+server.stop()
+"""
+
+
+class MotoS3:
+    """moto's ThreadedMotoServer on loopback, in a process of its own: in the measuring process its
+    request handling would contend for the GIL with the pipeline it serves."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", MOTO_SERVER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        host, port = json.loads(self.proc.stdout.readline())
+        self.endpoint = f"http://{host}:{port}"
+
+    def requests(self) -> dict[str, int]:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def request_delta(before: dict, after: dict) -> dict[str, int]:
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+
+
+def upload_tables(db: Path, tables: list[str], endpoint: str) -> dict:
+    """The tables' files, byte for byte, to s3://S3_BUCKET/S3_PREFIX: the same versions, data files and
+    indexes (FTS, IVF_PQ), where rebuilding the indexes there would train a different IVF_PQ."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=S3_BUCKET)
+    files = size = 0
+    for name in tables:
+        root = db / f"{name}.lance"
+        for f in sorted(root.rglob("*")):
+            if f.is_file():
+                s3.upload_file(str(f), S3_BUCKET, f"{S3_PREFIX}/{name}.lance/{f.relative_to(root).as_posix()}")
+                files, size = files + 1, size + f.stat().st_size
+    return {"files": files, "mb": round(size / 2**20, 1)}
+
+
+def measure_s3(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Path) -> dict:
+    """`Pipeline.ask` (extractive answer, no LLM, no traces) on the local directory and on s3:// holding
+    the same table, alternated question by question after one warm-up (cold) question each."""
+    load_at_start = round(os.getloadavg()[0], 2)
+    import dataclasses
+
+    from chatbot.config import Config
+    from chatbot.pipeline import Pipeline
+    from chatbot.store import ChunkStore
+
+    name = table_name(size)
+    db = cache / "lancedb"
+    uri = f"s3://{S3_BUCKET}/{S3_PREFIX}"
+    *questions, first = load_questions(eval_dir, n_questions + 1, corpus)  # the last one warms up
+    server = MotoS3()
+    try:
+        os.environ.update({"AWS_ENDPOINT": server.endpoint, "AWS_ENDPOINT_URL": server.endpoint,
+                           "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+                           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret"})
+        t = time.perf_counter()
+        copied = upload_tables(db, [name, f"{name}_meta"], server.endpoint)
+        copied["seconds"] = round(time.perf_counter() - t, 1)
+        log(f"{size} s3: copied {copied} to {uri}")
+        # Pair-score cache off: each question is asked of both stores, and the second would reuse the
+        # first's reranker scores. One set of models serves both (the same Config but db_uri).
+        cfg = dataclasses.replace(Config(), db_uri=str(db), table=name, traces=False, rerank_cache_pairs=0)
+        local = Pipeline.from_config(cfg)
+        local.warm()
+        remote = Pipeline(dataclasses.replace(cfg, db_uri=uri), store=ChunkStore(uri, name),
+                          embedder=local.embedder, reranker=local.reranker, calibration=local.calibration)
+        stores = {"local directory": local, "s3:// (moto, loopback)": remote}
+        # The process's own first-question costs (the answer's first sentence embeddings, ...) are paid on the
+        # small real table, so each store's first question below is that store's cold start alone.
+        local.with_table(BASE_TABLE).ask(first.text)
+        cold = {}  # the first question is the first touch of each store: it opens the table and its indexes
+        for k, p in stores.items():
+            before = server.requests()
+            t = time.perf_counter()
+            p.ask(first.text)
+            cold[k] = {"ms": round((time.perf_counter() - t) * 1000, 1), "requests": request_delta(before, server.requests())}
+        log(f"{size} s3: first (cold) question {cold}")
+        check = {k: (p.store.count(), sorted(i.index_type for i in p.store.table.list_indices()))
+                 for k, p in stores.items()}
+        assert len(set(map(str, check.values()))) == 1, check
+        backends = {k: p.retriever.backend() for k, p in stores.items()}
+        totals: dict[str, list] = {k: [] for k in stores}
+        stage: dict[str, dict[str, list]] = {k: {} for k in stores}
+        answers: dict[str, list] = {k: [] for k in stores}
+        requests: list[dict] = []
+        for qi, q in enumerate(questions):
+            for k in (list(stores) if qi % 2 == 0 else list(stores)[::-1]):  # alternate who goes first
+                before = server.requests() if stores[k] is remote else None
+                t = time.perf_counter()
+                result = stores[k].ask(q.text)
+                totals[k].append((time.perf_counter() - t) * 1000)
+                if before is not None:
+                    requests.append(request_delta(before, server.requests()))
+                for s, v in result.timings_ms.items():
+                    stage[k].setdefault(s, []).append(v)
+                answers[k].append((result.refused, [c.chunk.id for c in result.gate.ranked]))
+            if qi % 10 == 9:
+                log(f"{size} s3: {qi + 1}/{len(questions)} questions")
+        # Where a warm question's requests go: the store's calls one by one, on 10 of the questions.
+        calls = {"version check (every read checks the latest)": lambda p, q, v: p.store.version(),
+                 "vector search with the rows (IVF_PQ, refine 5x)": lambda p, q, v: p.store.nearest_chunks(v, POOL),
+                 "full-text search with the rows": lambda p, q, v: p.store.full_text_chunks(q, POOL)}
+        by_call: dict[str, dict[str, list]] = {c: {"local_ms": [], "s3_ms": [], "s3_requests": []} for c in calls}
+        for q in questions[:10]:
+            v = local.embedder.embed_query(q.text)
+            for c, call in calls.items():
+                for k, p in stores.items():
+                    before = server.requests() if p is remote else None
+                    t = time.perf_counter()
+                    call(p, q.text, v)
+                    by_call[c]["s3_ms" if p is remote else "local_ms"].append((time.perf_counter() - t) * 1000)
+                    if before is not None:
+                        by_call[c]["s3_requests"].append(sum(request_delta(before, server.requests()).values()))
+    finally:
+        server.close()
+    (lk, rk), med = list(stores), {k: statistics.median(v) for k, v in totals.items()}
+    per_question = [sum(r.values()) for r in requests]
+    return {
+        "size": size, "table": name, "rows": check[lk][0], "indexes": check[lk][1], "questions": len(questions),
+        "s3_uri": uri, "copied": copied, "backend": backends,
+        "whole_question_ms": {k: summary(v) for k, v in totals.items()},
+        "stages_ms": {k: {s: summary(v) for s, v in d.items()} for k, d in stage.items()},
+        "ratio_s3_local_p50": round(med[rk] / med[lk], 3),
+        "ratio_s3_local_paired_median": round(statistics.median(r / l_ for r, l_ in zip(totals[rk], totals[lk])), 3),
+        "first_question_cold": cold,
+        "s3_requests_per_question": {"median": statistics.median(per_question), "max": max(per_question),
+                                     "by_kind_total": dict(sum((Counter(r) for r in requests), Counter()))},
+        "same_decision_and_ranking": sum(a == b for a, b in zip(answers[lk], answers[rk])),
+        "store_calls_median": {c: {k: round(statistics.median(v), 1) for k, v in d.items()} for c, d in by_call.items()},
+        "load_avg_1m_at_start": load_at_start,
+    }
+
+
+def cached_sizes(cache: Path, sizes: list[str], suffix: str = "", access_groups: int = 0) -> dict:
+    """Each measured size's cached results, with its table's build record."""
+    found = {}
+    for size in sizes:
+        p = cache / f"results_{size}{suffix}.json"
+        if p.is_file():
+            found[size] = json.loads(p.read_text())
+            b = cache / f"build_{table_name(size, access_groups)}.json"
+            if b.is_file():
+                found[size]["build"] = json.loads(b.read_text())
+    return found
+
+
+def write_extra_report(cache: Path, kind: str, sizes: list[str], suffix: str, access_groups: int = 0) -> dict:
+    """bench/results/scale_{kind}.{json,md}, from the cached per-size results (scale.json is untouched)."""
+    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                     "sizes": cached_sizes(cache, sizes, f"_{suffix}", access_groups)}
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"scale_{kind}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"scale_{kind}.md").write_text((access_markdown if kind == "access" else s3_markdown)(results) + "\n")
+    return results
+
+
+def access_markdown(results: dict) -> str:
+    lines = []
+    for size, r in results["sizes"].items():
+        labels, sep = r.get("build", {}).get("access_labels", {}), ","
+        title = (f"# Access filter cost at {size}: {r['rows']:,} chunks, {r['groups']} groups "
+                 f"(`bench/scale.py --access-groups {r['groups']}`)")
+        setup = (f"Table `{r['table']}`: the replicated SciFact chunks, each document for one of {r['groups']} "
+                 f"teams or for everyone ({', '.join(f'{k.strip(sep)} {v:,}' for k, v in labels.items())} chunks). Backend "
+                 f"`{r['backend']}` (what `auto` picks), {r['questions']} SciFact questions, both ways alternated; "
+                 f"the user may read {r['viewer_may_read_share'] * 100:.0f}% of the chunks.")
+        lines += [title, "", setup, "",
+                  "| retrieval (`HybridRetriever.retrieve`) | median ms | p95 ms | mean pool (min) |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} | {r['pool'][k]['mean']} ({r['pool'][k]['min']}) |"
+                  for k, v in r["retrieval_ms"].items()]
+        cost = (f"Filter cost: **{r['filter_cost_of_medians'] * 100:+.1f}%** (ratio of the medians); "
+                f"{r['filter_cost_paired_median'] * 100:+.1f}% / {r['filter_ms_paired_median']:+.1f} ms "
+                f"(median of the per-question differences). Chunks outside the user's groups in any pool: "
+                f"**{r['chunks_outside_the_viewers_groups']}** (by the stored label: "
+                f"{r['chunks_the_stored_label_forbids']}).")
+        lines += ["", cost, "", f"Filter: `{r['filter']}`. Load average at start: {r['load_avg_1m_at_start']}.", ""]
+    return "\n".join(lines).rstrip()
+
+
+def s3_markdown(results: dict) -> str:
+    lines = []
+    for size, r in results["sizes"].items():
+        local, remote = list(r["whole_question_ms"])
+        req, c, w, st = r["s3_requests_per_question"], r["first_question_cold"], r["whole_question_ms"], r["stages_ms"]
+        title = f"# The whole question on s3:// vs a local directory at {size}: {r['rows']:,} chunks (`bench/scale.py --s3`)"
+        setup = (f"`Pipeline.ask` (extractive answer, no LLM, traces off), the same table `{r['table']}` "
+                 f"(its files copied: {r['copied']['files']} files, {r['copied']['mb']} MB; indexes "
+                 f"{', '.join(r['indexes'])}) in the local directory and on `{r['s3_uri']}` served by moto on "
+                 f"127.0.0.1; {r['questions']} SciFact questions, alternated, after one warm-up question each.")
+        lines += [title, "", setup, "", f"| ms | {local} | {remote} | ratio |", "|---|---|---|---|",
+                  (f"| **whole question, median** | {w[local]['p50_ms']:.1f} | {w[remote]['p50_ms']:.1f} | "
+                   f"**{r['ratio_s3_local_p50']:.2f}** |"),
+                  (f"| whole question, p95 | {w[local]['p95_ms']:.1f} | {w[remote]['p95_ms']:.1f} | "
+                   f"{ratio(w[remote]['p95_ms'], w[local]['p95_ms'])} |")]
+        lines += [f"| {s[:-3]}, median | {st[local][s]['p50_ms']:.1f} | {st[remote][s]['p50_ms']:.1f} | "
+                  f"{ratio(st[remote][s]['p50_ms'], st[local][s]['p50_ms'])} |"
+                  for s in st[local] if s != "total_ms" and s in st[remote]]
+        lines.append(f"| first (cold) question | {c[local]['ms']:.0f} | {c[remote]['ms']:.0f} | "
+                     f"{ratio(c[remote]['ms'], c[local]['ms'])} |")
+        calls = r.get("store_calls_median", {})
+        if calls:
+            lines += ["", "The store's calls one by one (medians over 10 of the questions):", "",
+                      "| call | local ms | s3 ms | s3 requests |", "|---|---|---|---|"]
+            lines += [f"| {k} | {d['local_ms']:.1f} | {d['s3_ms']:.1f} | {d['s3_requests']:.0f} |" for k, d in calls.items()]
+        notes = (f"Median of the per-question ratios: {r['ratio_s3_local_paired_median']:.2f}. S3 requests per "
+                 f"question: median {req['median']}, max {req['max']} ({req['by_kind_total']} in all); the cold "
+                 f"question: {sum(c[remote]['requests'].values())} ({c[remote]['requests']}). Same decision and "
+                 f"ranking on both stores: {r['same_decision_and_ranking']} of {r['questions']} questions. "
+                 f"Load average at start: {r['load_avg_1m_at_start']}.")
+        caveat = ("moto on loopback measures the object-store code path (LanceDB's S3 reads, their request count "
+                  "and moto's own handling of each request), not the network latency of a real S3 region, where "
+                  "each request that LanceDB's caches do not answer adds a network round trip.")
+        lines += ["", notes, "", caveat, ""]
+    return "\n".join(lines).rstrip()
+
+
 # -- report ----------------------------------------------------------------------------------------
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "n/a"
@@ -455,13 +833,7 @@ def write_report(cache: Path, sizes: list[str], extra: dict) -> dict:
     ingest_path = cache / "ingest.json"
     if ingest_path.is_file():
         results["ingest"] = json.loads(ingest_path.read_text())
-    for size in sizes:
-        p = cache / f"results_{size}.json"
-        if p.is_file():
-            results["sizes"][size] = json.loads(p.read_text())
-            b = cache / f"build_{table_name(size)}.json"
-            if b.is_file():
-                results["sizes"][size]["build"] = json.loads(b.read_text())
+    results["sizes"] = cached_sizes(cache, sizes)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -552,6 +924,12 @@ def main() -> None:
     ap.add_argument("--rerun", action="store_true", help="measure again even when a size's results are cached")
     ap.add_argument("--retrieval-only", action="store_true",
                     help="with --measure: time only the retrieval stages (no rerank, no peers)")
+    ap.add_argument("--access-groups", type=int, default=0,
+                    help="measure the access filter (issue #20) on a labelled copy of each size's table, its "
+                         "documents spread over this many groups; only that (scale.json is left as it is)")
+    ap.add_argument("--s3", action="store_true",
+                    help="measure the whole question on s3:// (moto on loopback) against the local directory "
+                         "(issue #21); only that (scale.json is left as it is)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one size, in this process
     args = ap.parse_args()
     cache, eval_dir = Path(args.cache_dir).expanduser(), Path(args.eval_dir)
@@ -560,10 +938,19 @@ def main() -> None:
     global _BASE_ROWS
     if args.measure:
         _BASE_ROWS = json.loads((cache / "ingest.json").read_text())["chunks"]
-        result = measure(cache, eval_dir, args.measure, args.questions, corpus, args.retrieval_only)
-        (cache / f"results_{args.measure}.json").write_text(json.dumps(result, indent=2) + "\n")
+        if args.access_groups:
+            result, suffix = measure_access(cache, eval_dir, args.measure, args.questions, corpus, args.access_groups), \
+                f"_access{args.access_groups}"
+        elif args.s3:
+            result, suffix = measure_s3(cache, eval_dir, args.measure, args.questions, corpus), "_s3"
+        else:
+            result, suffix = measure(cache, eval_dir, args.measure, args.questions, corpus, args.retrieval_only), ""
+        (cache / f"results_{args.measure}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
         return
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if args.access_groups or args.s3:
+        extra_measurements(args, cache, eval_dir, corpus, sizes)
+        return
     if not args.report_only:
         _BASE_ROWS = build_base(cache, eval_dir, corpus)["chunks"]
         for size in sizes:
@@ -582,6 +969,36 @@ def main() -> None:
         _BASE_ROWS = json.loads((cache / "ingest.json").read_text())["chunks"]
     results = write_report(cache, sizes, {"questions": args.questions, "pool_size": POOL, "noise_sigma": NOISE_SIGMA})
     print(markdown(results))
+
+
+def extra_measurements(args, cache: Path, eval_dir: Path, corpus: Path, sizes: list[str]) -> None:
+    """--access-groups / --s3: build what they need, measure each size in a fresh process, and write
+    bench/results/scale_access.* / scale_s3.* (scale.json is left as it is)."""
+    global _BASE_ROWS
+    kinds = ([("access", f"access{args.access_groups}", ["--access-groups", str(args.access_groups)])]
+             if args.access_groups else []) + ([("s3", "s3", ["--s3"])] if args.s3 else [])
+    if not args.report_only:
+        _BASE_ROWS = build_base(cache, eval_dir, corpus)["chunks"]
+        for size in sizes:
+            if args.access_groups:
+                build_replicated(cache, size, not args.no_vector_index, args.access_groups)
+            if args.s3:
+                build_replicated(cache, size, not args.no_vector_index)
+        for kind, suffix, flags in kinds:
+            for size in sizes:
+                if (cache / f"results_{size}_{suffix}.json").is_file() and not args.rerun:
+                    continue
+                log(f"measuring {kind} at {size} in a fresh process ...")
+                n = args.questions if size == "10k" else (args.questions_large or args.questions)
+                cmd = [sys.executable, __file__, "--measure", size, "--cache-dir", str(cache),
+                       "--eval-dir", str(eval_dir), "--questions", str(n), *flags]
+                if args.corpus_limit:
+                    cmd += ["--corpus-limit", str(args.corpus_limit)]
+                subprocess.run(cmd, check=True)
+    _BASE_ROWS = json.loads((cache / "ingest.json").read_text())["chunks"]
+    for kind, suffix, _ in kinds:
+        results = write_extra_report(cache, kind, sizes, suffix, args.access_groups if kind == "access" else 0)
+        print((access_markdown if kind == "access" else s3_markdown)(results))
 
 
 if __name__ == "__main__":

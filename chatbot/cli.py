@@ -48,20 +48,26 @@ def _config(args) -> Config:
     return load_config(args.config or os.environ.get("CHATBOT_CONFIG"), overrides=overrides)
 
 
+def chunking_settings(config: Config):
+    from ingest.run import ChunkingSettings
+
+    return ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+
+
 def make_ingest(config: Config, store, embedder):
     """The ingest step bound to one store and embedder: the CLI and the UI's uploads share it.
     Built here because the CLI is the one place that composes `chatbot` with `ingest`."""
     from chatbot.retrieve import full_text_index_threshold
-    from ingest.run import ChunkingSettings, ingest_paths
+    from ingest.run import ingest_paths
 
-    settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+    settings = chunking_settings(config)
     full_text_index_from = full_text_index_threshold(config.bm25_backend, store.is_remote)
 
-    def ingest(paths, progress=None, access=None):
+    def ingest(paths, progress=None, access=None, prepare=None):
         return ingest_paths(paths, store, embedder, settings, progress=progress,
                             full_text_index_from=full_text_index_from,
                             max_file_bytes=config.max_file_mb * 2**20, batch_chunks=config.ingest_batch_chunks,
-                            access=access, access_rules=config.access)
+                            access=access, access_rules=config.access, prepare=prepare)
 
     return ingest
 
@@ -73,7 +79,7 @@ def cmd_ingest(args) -> int:
     from chatbot.store import ChunkStore
 
     config = _config(args)
-    store = ChunkStore(config.db_uri, config.table)
+    store = ChunkStore(config.db_uri, config.table, config.storage)
     embedder = Embedder(config.embedder, config.embed_batch_size)
 
     def progress(files, total):
@@ -86,8 +92,17 @@ def cmd_ingest(args) -> int:
     if args.depth < 0 or args.max_pages < 1:
         raise ConfigError("--depth must be 0 or more and --max-pages at least 1")
     reports = []
+    prepare = None
+    if args.ray is not None:  # only then is anything of Ray imported
+        from ingest.on_ray import RayPreparer
+
+        if args.workers is not None and args.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        prepare = RayPreparer(config.embedder, chunking_settings(config), address=args.ray or None, workers=args.workers,
+                              embed_batch_size=config.embed_batch_size)
     if paths:
-        reports.append(make_ingest(config, store, embedder)(paths, progress, access=_groups(args.access)))
+        reports.append(make_ingest(config, store, embedder)(paths, progress, access=_groups(args.access),
+                                                            prepare=prepare))
     if urls:
         reports.append(_ingest_web(config, store, embedder, urls, args))
     for report in reports:
@@ -101,10 +116,9 @@ def _ingest_web(config: Config, store, embedder, urls: list[str], args):
     from tqdm import tqdm
 
     from chatbot.retrieve import full_text_index_threshold
-    from ingest.run import ChunkingSettings
     from ingest.web import CrawlSettings, ingest_urls
 
-    settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+    settings = chunking_settings(config)
     crawl = CrawlSettings(depth=args.depth, max_pages=args.max_pages, max_bytes=config.max_file_mb * 2**20)
     return ingest_urls(urls, store, embedder, settings, crawl, batch_chunks=config.ingest_batch_chunks,
                        full_text_index_from=full_text_index_threshold(config.bm25_backend, store.is_remote),
@@ -124,9 +138,6 @@ def _print_ingest(report) -> None:
     print(report.summary())
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
 def parse_auth(value: str | None) -> tuple[str, str] | None:
     if not value:
         return None
@@ -141,6 +152,7 @@ def cmd_serve(args) -> int:
 
     from chatbot.pipeline import Pipeline
     from chatbot.ui import ChatApp, launch
+    from chatbot.users import LOOPBACK_HOSTS
 
     config = _config(args)
     auth = parse_auth(args.auth or os.environ.get("CHATBOT_UI_AUTH"))
@@ -181,7 +193,7 @@ def cmd_serve(args) -> int:
 def _serve_users(pipeline, args):
     """The users who sign in, when the knowledge base has any; the trusted header only where no one but
     the proxy can reach the server."""
-    from chatbot.users import UserStore
+    from chatbot.users import LOOPBACK_HOSTS, UserStore
 
     users = UserStore(pipeline.store)
     if args.trusted_header:
@@ -264,7 +276,6 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
                                   run_queries)
     from chatbot.pipeline import Pipeline
     from ingest.beir import ingest_corpus, load_beir
-    from ingest.run import ChunkingSettings
 
     held_out = args.held_out_fraction
 
@@ -273,7 +284,7 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
         # articles it never trained on.
         return held_out_filter(beir_set.name, beir_set.queries, held_out) if held_out else (lambda q: True)
 
-    settings = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+    settings = chunking_settings(config)
     pipeline, outcomes = None, []
     for folder in args.dataset:
         dataset = load_beir(folder, split=args.split)
@@ -505,7 +516,7 @@ def cmd_unlock(args) -> int:
         return 0
     from chatbot.s3lock import s3_unlock
 
-    removed = s3_unlock(config.db_uri, config.table)
+    removed = s3_unlock(config.db_uri, config.table, options=config.storage)
     print(f"removed the write lock of '{config.table}' at {config.db_uri}" if removed else "there was no write lock")
     return 0
 
@@ -519,7 +530,7 @@ def cmd_users(args) -> int:
     config = _config(args)
     if args.action != "list" and not args.name:
         raise ConfigError(f"`users {args.action}` needs the user's name")
-    users = UserStore(ChunkStore(config.db_uri, config.table))
+    users = UserStore(ChunkStore(config.db_uri, config.table, config.storage))
 
     def password() -> str:
         if args.password_stdin:
@@ -576,7 +587,6 @@ def cmd_train_reranker(args) -> int:
     from chatbot.train import (TrainingExample, TrainSettings, ValidationQuery, base_tokenizer, has_lexical_term,
                                save_model, train, tune_lexical_weight, validate, write_training_report)
     from ingest.beir import ingest_corpus, load_beir
-    from ingest.run import ChunkingSettings
 
     config = _config(args)
     settings = TrainSettings(layers=args.layers, max_length=args.max_length, steps=args.steps,
@@ -584,7 +594,7 @@ def cmd_train_reranker(args) -> int:
                              group_size=args.group_size, threads=args.threads, init=args.init or "",
                              reader=args.reader, span_pairs=args.span_pairs,
                              lexical=(bool(args.init) or args.head == "segment-cosine") and not args.no_lexical)
-    chunking = ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
+    chunking = chunking_settings(config)
     examples: list[TrainingExample] = []
     validation: list[ValidationQuery] = []
     tuning: list[ValidationQuery] = []  # the half of the held-out questions that sets the exact-match weight
@@ -728,6 +738,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access", metavar="GROUPS",
                    help="the groups that may read these documents, comma-separated (default: everyone); "
                         "re-ingesting an unchanged document with other groups relabels it without re-embedding")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="parse, chunk and embed files on a Ray cluster (host:6379, ray://host:10001, auto); "
+                        "alone, on a local one started for this ingest. Commits stay here, as atomic as ever")
+    p.add_argument("--workers", type=int, metavar="N", help="with --ray: embedders to run (default: one per CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 

@@ -71,6 +71,12 @@ class Config:
     # `ingest --access` overrides it, and files under no folder here are for everyone. In chatbot.toml:
     # [chatbot.access] "docs/hr" = ["hr"]
     access: dict[str, list[str]] = field(default_factory=dict, hash=False)
+    # Object-storage options for an s3:// db_uri, when the usual AWS variables (AWS_ACCESS_KEY_ID,
+    # AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT, ...) are not the way: in chatbot.toml,
+    # [chatbot.storage] aws_access_key_id = "...", aws_secret_access_key = "...", aws_region = "eu-west-1",
+    # aws_endpoint = "https://minio.internal:9000". Handed to LanceDB and the write lock; never printed,
+    # traced or logged (only which keys are set).
+    storage: dict[str, str] = field(default_factory=dict, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("chunk_max_tokens", "pool_size", "rerank_depth", "top_n", "embed_batch_size",
@@ -109,6 +115,7 @@ class Config:
         """Everything but secrets, for traces and --json output."""
         d = dataclasses.asdict(self)
         d["llm_api_key"] = "***" if self.llm_api_key else ""
+        d["storage"] = {k: v if k in PUBLIC_STORAGE_KEYS else "***" for k, v in self.storage.items()}
         return d
 
 
@@ -119,6 +126,8 @@ _ENV_ALIASES = {"OPENAI_BASE_URL": "llm_base_url", "OPENAI_API_KEY": "llm_api_ke
 def _coerce(key: str, value: Any, source: str) -> Any:
     if key == "access":
         return _access_rules(value, source)
+    if key == "storage":
+        return _storage_options(value, source)
     want = _TYPES[key]
     if want is bool and isinstance(value, str):
         lowered = value.strip().lower()
@@ -152,6 +161,30 @@ def _access_rules(value: Any, source: str) -> dict[str, list[str]]:
             raise ConfigError(f"{source}: access for '{folder}' must be a list of group names, e.g. [\"hr\"]")
         rules[str(folder)] = [g.strip().lower() for g in groups]
     return rules
+
+
+# LanceDB's (object_store's) option names for S3; the lock's boto3 client reads the same ones.
+STORAGE_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region", "aws_endpoint",
+                "allow_http", "aws_virtual_hosted_style_request", "aws_s3_express")
+PUBLIC_STORAGE_KEYS = ("aws_region", "aws_endpoint", "allow_http", "aws_virtual_hosted_style_request", "aws_s3_express")
+
+
+def _storage_options(value: Any, source: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: 'storage' must be a table of object-storage options, e.g. [chatbot.storage] "
+                          'aws_region = "eu-west-1" (in chatbot.toml); or use the AWS_* environment variables')
+    unknown = sorted(set(value) - set(STORAGE_KEYS))
+    if unknown:  # the name only: a misplaced value could be a secret
+        raise ConfigError(f"{source}: unknown storage option(s) {', '.join(map(repr, unknown))}; "
+                          f"valid ones are: {', '.join(STORAGE_KEYS)}")
+    options = {}
+    for k, v in value.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        if not isinstance(v, str) or not v:
+            raise ConfigError(f"{source}: storage option '{k}' must be a non-empty string")
+        options[k] = v
+    return options
 
 
 def _check_keys(values: Mapping[str, Any], source: str) -> None:

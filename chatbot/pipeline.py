@@ -109,7 +109,7 @@ class Pipeline:
                                     "chunking": config.chunking_fingerprint}, str(path))
         if llm is None and config.llm_enabled:
             llm = OpenAIChat(config.llm_base_url, config.llm_model, config.llm_api_key, config.llm_timeout_s)
-        store = ChunkStore(config.db_uri, config.table)
+        store = ChunkStore(config.db_uri, config.table, config.storage)
         return cls(config, store=store, embedder=embedder,
                    reranker=reranker, calibration=calibration, llm=llm,
                    traces=TraceStore(store) if config.traces else None)
@@ -118,7 +118,7 @@ class Pipeline:
         """The same models, calibration and LLM over another table of chunks (evaluating several sets
         loads the models once)."""
         config = dataclasses.replace(self.config, table=table)
-        store = ChunkStore(config.db_uri, table)
+        store = ChunkStore(config.db_uri, table, config.storage)
         return Pipeline(config, store=store, embedder=self.embedder, reranker=self.reranker,
                         calibration=self.calibration, llm=self.llm, traces=TraceStore(store) if config.traces else None)
 

@@ -4,8 +4,8 @@ exactly one of several writers, on any machine. It names its holder; it is remov
 finishes, even on an error. A holder killed outright leaves it behind: it says since when and by
 whom, and `chatbot unlock` removes it once that process is known to be gone.
 
-Credentials and the endpoint come from the usual AWS variables (AWS_ACCESS_KEY_ID, AWS_ENDPOINT,
-AWS_REGION, ...), as LanceDB reads them; they are never logged.
+Credentials and the endpoint come from the config's storage options, else from the usual AWS
+variables (AWS_ACCESS_KEY_ID, AWS_ENDPOINT, AWS_REGION, ...), as LanceDB reads them; never logged.
 """
 
 from __future__ import annotations
@@ -15,20 +15,26 @@ import os
 import socket
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Mapping
 from urllib.parse import urlsplit
 
 from chatbot.errors import StoreBusy, StoreError
 
 
-def _client():
+def _client(options: Mapping[str, str] | None = None):
+    """A boto3 client for the same store LanceDB opens: the config's storage options, else the AWS variables."""
     try:
         import boto3
     except ImportError:
         raise StoreError("a knowledge base on s3:// needs boto3 for its write lock: pip install boto3") from None
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT") or None
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return boto3.client("s3", endpoint_url=endpoint, region_name=region)
+    options = options or {}
+    endpoint = (options.get("aws_endpoint") or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT")
+                or None)
+    region = (options.get("aws_region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+              or "us-east-1")
+    keys = {name: options[name] for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+            if options.get(name)}
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region, **keys)
 
 
 def lock_location(uri: str, table: str) -> tuple[str, str]:
@@ -38,10 +44,10 @@ def lock_location(uri: str, table: str) -> tuple[str, str]:
 
 
 @contextmanager
-def s3_write_lock(uri: str, table: str, client=None) -> Iterator[None]:
+def s3_write_lock(uri: str, table: str, client=None, options: Mapping[str, str] | None = None) -> Iterator[None]:
     from botocore.exceptions import ClientError
 
-    client = client or _client()
+    client = client or _client(options)
     bucket, key = lock_location(uri, table)
     holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
@@ -67,11 +73,11 @@ def _holder(client, bucket: str, key: str) -> str:
         return "another process"
 
 
-def s3_unlock(uri: str, table: str, client=None) -> bool:
+def s3_unlock(uri: str, table: str, client=None, options: Mapping[str, str] | None = None) -> bool:
     """Remove a lock left by a writer that died; False when there was none."""
     from botocore.exceptions import ClientError
 
-    client = client or _client()
+    client = client or _client(options)
     bucket, key = lock_location(uri, table)
     try:
         client.head_object(Bucket=bucket, Key=key)

@@ -112,9 +112,12 @@ class CorpusSnapshot:
 
 
 class ChunkStore:
-    def __init__(self, uri: str, table: str = "chunks"):
+    def __init__(self, uri: str, table: str = "chunks", storage_options: Mapping[str, str] | None = None):
+        """`storage_options`: object-storage credentials and endpoint (config key `storage`); without
+        them, LanceDB and the lock read the usual AWS variables."""
         self.uri = uri
         self.table_name = table
+        self.storage_options = dict(storage_options or {})
         self._db = None
         self._table = None
         self._labels: tuple[int, frozenset[str]] | None = None  # (table version, its access labels)
@@ -133,7 +136,7 @@ class ChunkStore:
         if self.uri.startswith("s3://"):
             from chatbot.s3lock import s3_write_lock
 
-            with s3_write_lock(self.uri, self.table_name):
+            with s3_write_lock(self.uri, self.table_name, options=self.storage_options):
                 yield
             return
         if self.is_remote:
@@ -174,7 +177,8 @@ class ChunkStore:
                 # seen, and the traces table gains a version per question asked, each manifest
                 # longer than the last, so a server's memory grew with the square of its questions.
                 session = None if self.is_remote else lancedb.Session(metadata_cache_size_bytes=METADATA_CACHE_BYTES)
-                self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0), session=session)
+                self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0), session=session,
+                                           storage_options=self.storage_options or None)
             except Exception as e:
                 raise StoreError(f"cannot open the database at '{self.uri}' (config key db_uri): {e}") from e
         return self._db

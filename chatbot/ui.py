@@ -25,10 +25,9 @@ from chatbot.conversation import Rewrite, load_rewrite_prompt, rewrite_question
 from chatbot.errors import ChatbotError
 from chatbot.pipeline import AnswerDelta, Evidence, Pipeline, clean_question
 from chatbot.types import EVERYONE, AskResult, Viewer
-from chatbot.users import AuthError, UserStore
+from chatbot.users import LOOPBACK_HOSTS, AuthError, UserStore
 
 LOG = logging.getLogger("chatbot.ui")
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 # What ingest reads (ingest.parse.SUPPORTED_SUFFIXES; the UI does not import ingest, the CLI composes them).
 UPLOAD_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx", ".xlsx", ".csv", ".tsv", ".pptx",
@@ -128,7 +127,7 @@ class ChatApp:
             return None
         if self.trusted_header:
             client = getattr(getattr(request, "client", None), "host", None)
-            if client not in ((self.trusted_proxy,) if self.trusted_proxy else LOOPBACK):
+            if client not in ((self.trusted_proxy,) if self.trusted_proxy else LOOPBACK_HOSTS):
                 LOG.warning("refused: header %s from %s, which is not the trusted proxy", self.trusted_header, client)
                 raise AuthError("the sign-in header did not come from the trusted proxy")
             name = (getattr(request, "headers", {}) or {}).get(self.trusted_header, "")
@@ -465,10 +464,10 @@ class ChatApp:
 
 
 class SignInGate:
-    """With a trusted header, refusals at the HTTP level, before the app: a request without the header
-    answers 401, one whose header did not come from the proxy, or names no user here, 403. (A failed
-    password sign-in is Gradio's: HTTP 400, which its login page shows as "Incorrect credentials"; its
-    API answers 401 to anyone not signed in.)
+    """Refusals at the HTTP level. With a trusted header, before the app: a request without the header
+    answers 401, one whose header did not come from the proxy, or names no user here, 403. With
+    passwords, a failed sign-in answers 401 (Gradio's own /login says 400, a bad request, which a client
+    or a monitoring rule cannot tell from a malformed form); its API answers 401 to anyone not signed in.
     Logged with the user's name and the client's address, never a password."""
 
     def __init__(self, app, chat: "ChatApp"):
@@ -490,7 +489,62 @@ class SignInGate:
                 self.chat.viewer_of(request)
             except AuthError as e:  # a name from elsewhere than the proxy, or of no user here
                 return await _refuse(scope, send, 403, str(e))
+        elif scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path", "").rstrip("/").endswith("/login"):
+            return await self.app(scope, receive, _failed_sign_in_as_401(send))
+        elif scope["type"] == "http" and scope.get("method") == "GET" and not self.chat.trusted_header:
+            return await self.app(scope, receive, _with_login_shim(send))
         return await self.app(scope, receive, send)
+
+
+def _failed_sign_in_as_401(send):
+    async def sending(message):
+        if message["type"] == "http.response.start" and message["status"] == 400:
+            message = {**message, "status": 401,
+                       "headers": [*message.get("headers", []), (b"www-authenticate", b'Form realm="chatbot"')]}
+        await send(message)
+
+    return sending
+
+
+def _with_login_shim(send):
+    """Adds LOGIN_401_SHIM to the head of an HTML page (Gradio's own `head` is not on its sign-in page)."""
+    start: dict | None = None
+    body: list[bytes] = []
+
+    async def sending(message):
+        nonlocal start
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers", []))
+            if not headers.get(b"content-type", b"").startswith(b"text/html") or b"content-encoding" in headers:
+                return await send(message)
+            start = message
+            return None
+        if start is None or message["type"] != "http.response.body":
+            return await send(message)
+        body.append(message.get("body", b""))
+        if message.get("more_body"):
+            return None
+        html = b"".join(body).replace(b"</head>", LOGIN_401_SHIM.encode() + b"</head>", 1)
+        headers = [(k, str(len(html)).encode() if k == b"content-length" else v) for k, v in start.get("headers", [])]
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": html})
+
+    return sending
+
+
+# Gradio's sign-in page shows "Incorrect credentials" only for a 400; this page-side shim reads the 401
+# that SignInGate sends as that same answer, so people see the message and clients get the right status.
+LOGIN_401_SHIM = """<script>(() => {
+  const fetch0 = window.fetch;
+  window.fetch = async (...args) => {
+    const response = await fetch0(...args);
+    const url = String(args[0] && args[0].url || args[0]);
+    if (response.status === 401 && /\\/login\\/?$/.test(new URL(url, location.href).pathname)) {
+      return new Response(await response.text(), {status: 400, headers: response.headers});
+    }
+    return response;
+  };
+})();</script>"""
 
 
 async def _refuse(scope, send, status: int, reason: str) -> None:

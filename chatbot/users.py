@@ -27,6 +27,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 10
 
 
+# Addresses that are this machine: a sign-in header counts from here when no proxy address is named.
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
 class AuthError(ChatbotError):
     """A sign-in that must be refused: unknown user or wrong password (never says which)."""
 

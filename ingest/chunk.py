@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from chatbot.tokens import get_encoding
 from chatbot.types import Chunk
@@ -61,6 +62,11 @@ class Section:
 class ParsedDocument:
     title: str
     sections: tuple[Section, ...]
+
+
+def title_from_path(path: str | Path) -> str:
+    """A document's title when it names none: its file name, words apart ("travel_policy-2025.md")."""
+    return Path(path).stem.replace("_", " ").replace("-", " ")
 
 
 @dataclass(frozen=True)

@@ -9,17 +9,12 @@ import datetime as dt
 import io
 import re
 from collections import Counter
-from pathlib import Path
 
 from chatbot.errors import ParseError
-from ingest.chunk import ParsedDocument, Section, Table
+from ingest.chunk import ParsedDocument, Section, Table, title_from_path
 from ingest.tables import clean_cell, table_from_rows
 
 _NUMBER = re.compile(r"^[-+]?[\d.,\s%€$£]*\d[\d.,\s%€$£]*$")
-
-
-def _title(path: str) -> str:
-    return Path(path).stem.replace("_", " ").replace("-", " ")
 
 
 def _blocks(rows: list[list[str]]) -> list[list[list[str]]]:
@@ -121,7 +116,7 @@ def parse_xlsx(data: bytes, path: str) -> ParsedDocument:
     sections = _sections(tables)
     if not sections:
         raise ParseError(path, "the workbook has no cells with values")
-    title = (book.properties.title or "").strip() or _title(path)
+    title = (book.properties.title or "").strip() or title_from_path(path)
     return ParsedDocument(title, sections)
 
 
@@ -187,10 +182,10 @@ def parse_csv(data: bytes, path: str) -> ParsedDocument:
         rows = [[clean_cell(c) for c in row] for row in csv.reader(io.StringIO(text), delimiter=delimiter)]
     except csv.Error as e:
         raise ParseError(path, f"unreadable delimited text ({e})") from None
-    sections = _sections([((), _table(block, _title(path))) for block in _blocks(rows)])
+    sections = _sections([((), _table(block, title_from_path(path))) for block in _blocks(rows)])
     if not sections:
         raise ParseError(path, "no values in the file")
-    return ParsedDocument(_title(path), sections)
+    return ParsedDocument(title_from_path(path), sections)
 
 
 # --- .pptx -----------------------------------------------------------------------------------------------
@@ -232,7 +227,7 @@ def parse_pptx(data: bytes, path: str) -> ParsedDocument:
     _, sections = _sections_from_headings(_join_body_lines(items))
     if not sections:
         raise ParseError(path, "the slide deck has no text")
-    title = (deck.core_properties.title or "").strip() or _title(path)
+    title = (deck.core_properties.title or "").strip() or title_from_path(path)
     return ParsedDocument(title, _drop_title_heading(title, sections))
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from chatbot.errors import ParseError
-from ingest.chunk import ParsedDocument, Section, Table
+from ingest.chunk import ParsedDocument, Section, Table, title_from_path
 from ingest.tables import table_from_rows
 
 from ingest.ocr import IMAGE_SUFFIXES
@@ -150,7 +150,7 @@ def parse_markdown(text: str, path: str) -> ParsedDocument:
         cursor = end
     items.append((None, "\n".join(lines[cursor:])))
     h1, sections = _sections_from_headings(items)
-    title = h1 or Path(path).stem.replace("_", " ").replace("-", " ")
+    title = h1 or title_from_path(path)
     return ParsedDocument(title, _drop_title_heading(title, sections))
 
 
@@ -199,7 +199,7 @@ def parse_text(text: str, path: str) -> ParsedDocument:
     if first is not None and items[first][0] is not None:
         items[first] = (1, items[first][1])
     h1, sections = _sections_from_headings(_join_body_lines(items))
-    title = h1 or Path(path).stem.replace("_", " ").replace("-", " ")
+    title = h1 or title_from_path(path)
     return ParsedDocument(title, _drop_title_heading(title, sections))
 
 

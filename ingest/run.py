@@ -15,7 +15,9 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from chatbot.embed import Embedder
 from chatbot.errors import ParseError
@@ -105,18 +107,21 @@ def ingest_paths(
     max_file_bytes: int = MAX_FILE_BYTES,
     access: Sequence[str] | None = None,
     access_rules: dict[str, Sequence[str]] | None = None,
+    prepare: Preparer | None = None,
 ) -> IngestReport:
     """`full_text_index_from`: also (re)build LanceDB's full-text index, for the "lancedb" BM25 backend,
     once the table holds at least this many chunks (0: always; None: never). `access`: the groups that
     may read these documents; without it, `access_rules` ({folder: groups}, the deepest folder that holds
     a file wins) decide per file, and a file under none of them is for everyone. An unchanged document
     given other groups is relabeled in place, without parsing or embedding it again.
+    `prepare`: where changed documents are parsed, chunked and embedded (default: in this process;
+    `ingest.on_ray.RayPreparer` for a Ray cluster). Commits are made here either way.
     Only one ingest writes to a knowledge base at a time: a second raises `StoreBusy`."""
     with store.write_lock():
         rules = {} if access else {Path(folder).expanduser().resolve(): access_groups(groups)
                                    for folder, groups in (access_rules or {}).items()}
         return _ingest(paths, store, embedder, settings, batch_chunks, progress, full_text_index_from, max_file_bytes,
-                       access_groups(access), rules)
+                       access_groups(access), rules, prepare)
 
 
 def _ruled_access(path: Path, rules: dict[Path, tuple[str, ...]]) -> tuple[str, ...] | None:
@@ -146,7 +151,7 @@ class Source:
 
 def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSettings, batch_chunks: int,
             progress, full_text_index_from: int | None, max_file_bytes: int, access: tuple[str, ...],
-            rules: dict[Path, tuple[str, ...]]) -> IngestReport:
+            rules: dict[Path, tuple[str, ...]], prepare: Preparer | None) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport()
     files, folders, failures = discover([Path(p) for p in paths])
@@ -154,7 +159,7 @@ def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSett
     iterator = progress(files, len(files)) if progress else files
     sources = (dataclasses.replace(source, access=_ruled_access(path, rules)) if rules else source
                for path in iterator for source in [_read(path, max_file_bytes)])
-    seen = write_sources(sources, store, embedder, settings, batch_chunks, report, access)
+    seen = write_sources(sources, store, embedder, settings, batch_chunks, report, access, prepare)
     gone = [p for p in store.document_hashes() if p not in seen and any(_is_under(p, f) for f in folders)]
     finish(store, report, gone, full_text_index_from, started)
     return report
@@ -172,27 +177,79 @@ def _read(path: Path, max_file_bytes: int) -> Source:
         return Source(doc_path, reason=f"cannot read file: {e.strerror or e}")
 
 
+@dataclass(frozen=True)
+class Work:
+    """A changed document, to be parsed, chunked and embedded."""
+
+    doc_path: str
+    data: bytes
+    suffix: str
+    digest: str  # content_hash of `data`
+    access: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A document ready to store: its chunks and their vectors, or why it has none."""
+
+    doc_path: str
+    chunks: tuple[Chunk, ...] = ()
+    vectors: np.ndarray | None = None  # (len(chunks), dim) float32
+    reason: str = ""  # set when it failed
+
+
+# Prepares changed documents, in any order: here (prepare_locally) or on a Ray cluster (ingest.on_ray).
+Preparer = Callable[[Iterable[Work]], Iterable[Prepared]]
+
+
+def chunk_work(work: Work, settings: ChunkingSettings) -> tuple[Chunk, ...]:
+    """Parse and chunk one document; ParseError when it cannot be read or holds no text."""
+    parsed = parse_file(Path(f"document{work.suffix}"), work.data, name=work.doc_path)
+    chunks = chunk_document(parsed, work.doc_path, work.digest, settings.max_tokens, settings.overlap_tokens,
+                            settings.encoding, work.access)
+    if not chunks:
+        raise ParseError(work.doc_path, "no text found in the file")
+    return tuple(chunks)
+
+
+def prepare_locally(works: Iterable[Work], embedder: Embedder, settings: ChunkingSettings, batch_chunks: int,
+                    report: IngestReport) -> Iterator[Prepared]:
+    """Parse and chunk in this process, embedding about `batch_chunks` chunks of several documents at once."""
+    waiting: list[tuple[str, tuple[Chunk, ...]]] = []
+
+    def embedded() -> Iterator[Prepared]:
+        t = time.perf_counter()
+        vectors = embedder.embed_documents([c.context_text for _, chunks in waiting for c in chunks])
+        report.embed_seconds += time.perf_counter() - t
+        at = 0
+        for doc_path, chunks in waiting:
+            yield Prepared(doc_path, chunks, vectors[at:at + len(chunks)])
+            at += len(chunks)
+        waiting.clear()
+
+    for work in works:
+        try:
+            waiting.append((work.doc_path, chunk_work(work, settings)))
+        except ParseError as e:
+            yield Prepared(work.doc_path, reason=e.reason)
+            continue
+        if sum(len(chunks) for _, chunks in waiting) >= batch_chunks:
+            yield from embedded()
+    if waiting:
+        yield from embedded()
+
+
 def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedder, settings: ChunkingSettings,
-                  batch_chunks: int, report: IngestReport, access: tuple[str, ...] = ("everyone",)) -> set[str]:
+                  batch_chunks: int, report: IngestReport, access: tuple[str, ...] = ("everyone",),
+                  prepare: Preparer | None = None) -> set[str]:
     """Parse, chunk, embed and store what changed among `sources`, in atomic batches, readable by the
-    `access` groups; returns every doc_path seen. A failed source leaves what is stored for it as it was."""
+    `access` groups; returns every doc_path seen. A failed source leaves what is stored for it as it was.
+    `prepare` does the parsing, chunking and embedding (default: here); the commits are always made here,
+    whole documents at a time, so a killed ingest leaves each document wholly old or wholly new."""
     store.ensure_table(embedder.fingerprint, lambda: embedder.dimension)
     stored = store.document_hashes()
     stored_access = store.document_access()
     seen: set[str] = set()
-    pending_docs: list[str] = []
-    pending_chunks: list[Chunk] = []
-
-    def flush() -> None:
-        if not pending_docs:
-            return
-        t = time.perf_counter()
-        vectors = embedder.embed_documents([c.context_text for c in pending_chunks])
-        report.embed_seconds += time.perf_counter() - t
-        store.replace_documents(pending_docs, pending_chunks, vectors)
-        report.chunks_written += len(pending_chunks)
-        pending_docs.clear()
-        pending_chunks.clear()
 
     def keep(doc_path: str, groups: tuple[str, ...]) -> None:
         """An unchanged document: relabeled in place when it is now for other groups."""
@@ -202,36 +259,47 @@ def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedd
         else:
             report.unchanged.append(doc_path)
 
-    batch_access = access
-    for source in sources:
-        doc_path = source.doc_path
-        seen.add(doc_path)
-        access = source.access or batch_access
-        if source.data is None:
-            if source.unchanged and doc_path in stored:
-                keep(doc_path, access)
+    def changed() -> Iterator[Work]:
+        for source in sources:
+            doc_path = source.doc_path
+            seen.add(doc_path)
+            groups = source.access or access
+            if source.data is None:
+                if source.unchanged and doc_path in stored:
+                    keep(doc_path, groups)
+                else:
+                    report.failed.append((doc_path, source.reason or "no content"))
+                continue
+            digest = content_hash(source.data, settings)
+            if stored.get(doc_path) == digest:
+                keep(doc_path, groups)
             else:
-                report.failed.append((doc_path, source.reason or "no content"))
+                yield Work(doc_path, source.data, source.suffix, digest, groups)
+
+    pending_docs: list[str] = []
+    pending_chunks: list[Chunk] = []
+    pending_vectors: list[np.ndarray] = []
+
+    def commit() -> None:
+        if pending_docs:
+            store.replace_documents(pending_docs, pending_chunks, np.concatenate(pending_vectors))
+            report.chunks_written += len(pending_chunks)
+            pending_docs.clear()
+            pending_chunks.clear()
+            pending_vectors.clear()
+
+    prepare = prepare or (lambda works: prepare_locally(works, embedder, settings, batch_chunks, report))
+    for prepared in prepare(changed()):
+        if prepared.reason:
+            report.failed.append((prepared.doc_path, prepared.reason))
             continue
-        digest = content_hash(source.data, settings)
-        if stored.get(doc_path) == digest:
-            keep(doc_path, access)
-            continue
-        try:
-            parsed = parse_file(Path(f"document{source.suffix}"), source.data, name=doc_path)
-            chunks = chunk_document(parsed, doc_path, digest, settings.max_tokens, settings.overlap_tokens,
-                                    settings.encoding, access)
-            if not chunks:
-                raise ParseError(doc_path, "no text found in the file")
-        except ParseError as e:
-            report.failed.append((doc_path, e.reason))
-            continue
-        (report.updated if doc_path in stored else report.added).append(doc_path)
-        pending_docs.append(doc_path)
-        pending_chunks.extend(chunks)
+        (report.updated if prepared.doc_path in stored else report.added).append(prepared.doc_path)
+        pending_docs.append(prepared.doc_path)
+        pending_chunks.extend(prepared.chunks)
+        pending_vectors.append(prepared.vectors)
         if len(pending_chunks) >= batch_chunks:
-            flush()
-    flush()
+            commit()
+    commit()
     return seen
 
 

@@ -241,8 +241,9 @@ def test_the_server_refuses_bad_sign_ins_and_foreign_headers(kb, caplog):
     try:
         for name, password in (("alice", "wrong-password"), ("mallory", "alice-password-1")):
             response = httpx.post(f"{url}/login", data={"username": name, "password": password})
-            # Gradio's own answer, which its login page shows as "Incorrect credentials"
-            assert response.status_code == 400 and "Incorrect credentials" in response.text
+            # the login page shows it as "Incorrect credentials" (tests/test_ui_browser.py)
+            assert response.status_code == 401 and "Incorrect credentials" in response.text
+            assert response.headers["www-authenticate"].startswith("Form")
         assert httpx.get(f"{url}/gradio_api/info").status_code == 401  # nothing without signing in
         assert httpx.post(f"{url}/login", data={"username": "alice", "password": "alice-password-1"}).status_code == 200
         assert "wrong-password" not in caplog.text and "sign-in refused for 'alice'" in caplog.text

@@ -4,6 +4,7 @@ the knowledge base; ingest, ask, traces, replay and the write lock run against s
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
@@ -27,12 +28,14 @@ def s3_kb(monkeypatch, tmp_path):
            "AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": SECRET}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="team-kb")
+    # moto keeps its buckets in this process across server instances: a bucket of its own per test.
+    bucket = f"team-kb-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     kb = tmp_path / "docs"
     kb.mkdir()
     for name in ("expense-policy.md", "h2-product-faq.html", "travel-policy.pdf"):
         (kb / name).write_bytes((SAMPLE_KB / name).read_bytes())
-    yield "s3://team-kb/knowledge", kb
+    yield f"s3://{bucket}/knowledge", kb
     server.stop()
 
 
@@ -66,49 +69,127 @@ def test_the_write_lock_holds_across_writers_on_s3(s3_kb, capsys):
     assert main(["--db", uri, "ingest", str(kb), "--quiet"]) == 0
 
 
-REPLICA = """
-import json, sys
-from chatbot.config import Config
-from chatbot.pipeline import Pipeline
-pipeline = Pipeline.from_config(Config(db_uri=sys.argv[1]))
-ids = [pipeline.ask(q).trace_id for q in json.loads(sys.argv[2])]
-print(json.dumps(ids))
-"""
+def test_credentials_and_endpoint_from_the_config_are_used_and_never_shown(s3_kb, tmp_path, monkeypatch, capsys,
+                                                                          caplog):
+    """No AWS variables at all: the endpoint and keys come from chatbot.toml's [chatbot.storage], reach both
+    LanceDB and the lock, and appear in no output, trace or log."""
+    import logging
+
+    uri, kb = s3_kb
+    endpoint = __import__("os").environ["AWS_ENDPOINT"]
+    for var in ("AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_REGION", "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))  # nor a profile of the machine's
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    config = tmp_path / "chatbot.toml"
+    config.write_text(f'[chatbot]\ndb_uri = "{uri}"\n\n[chatbot.storage]\naws_endpoint = "{endpoint}"\n'
+                      f'allow_http = true\naws_region = "us-east-1"\naws_access_key_id = "test-key"\n'
+                      f'aws_secret_access_key = "{SECRET}"\n')
+    caplog.set_level(logging.DEBUG)
+    assert main(["--config", str(config), "ingest", str(kb), "--quiet"]) == 0
+    assert main(["--config", str(config), "ask", "--json", "What's the heaviest load a single H2 robot can carry?"]) == 0
+    out = capsys.readouterr().out
+    record = json.loads(out[out.index("{"):])
+    assert "600 kg" in record["answer"]["text"]
+    assert record["config"]["storage"]["aws_secret_access_key"] == "***"
+    assert record["config"]["storage"]["aws_endpoint"] == endpoint
+    from chatbot.config import load_config
+    from chatbot.store import ChunkStore
+    from chatbot.traces import TraceStore
+
+    loaded = load_config(config)
+    traces = TraceStore(ChunkStore(loaded.db_uri, loaded.table, loaded.storage)).table.to_arrow().to_pylist()
+    assert len(traces) == 1
+    assert SECRET not in json.dumps(traces, default=str) + out + capsys.readouterr().err + caplog.text
+    assert SECRET not in repr(loaded)
 
 
-def test_two_replicas_on_one_store_answer_and_trace_everything(s3_kb, tmp_path):
-    """Two app processes on the same s3:// knowledge base: both answer, every trace of both lands (appends
-    at the same time), and a document ingested meanwhile is answered by a replica already running."""
+def test_a_malformed_storage_table_names_the_key_but_not_the_value(tmp_path):
+    from chatbot.config import load_config
+    from chatbot.errors import ConfigError
+
+    config = tmp_path / "chatbot.toml"
+    config.write_text(f'[chatbot.storage]\naws_secret_key = "{SECRET}"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(config)
+    assert "aws_secret_key" in str(e.value) and "aws_secret_access_key" in str(e.value) and SECRET not in str(e.value)
+
+
+def _serve(uri: str, cwd) -> tuple[object, str]:
+    import os
     import subprocess
     import sys
 
-    from chatbot.config import Config
-    from chatbot.pipeline import Pipeline
+    from tests.helpers import REPO, free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "chatbot.cli", "--db", uri, "serve", "--port", str(port)], cwd=cwd,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    return server, f"http://127.0.0.1:{port}/"
+
+
+def _wait_until_up(server, url: str) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + 300
+    while True:
+        assert server.poll() is None, server.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "the replica did not start"
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+
+
+def _ask(url: str, question: str) -> str:
+    from gradio_client import Client
+
+    content = Client(url, verbose=False).predict(question, [], api_name="/ask")[1][-1]["content"]
+    return "".join(part.get("text", "") for part in content) if isinstance(content, list) else content
+
+
+def test_two_served_replicas_on_one_store_answer_and_trace_everything(s3_kb, tmp_path):
+    """Two `chatbot serve` processes on the same s3:// knowledge base, asked at the same time through their
+    public API: both answer, every question's trace lands (appends from both at once), and a document
+    ingested meanwhile (through the CLI, a third process) is answered by a replica already running."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from chatbot.store import ChunkStore
     from chatbot.traces import TraceStore
 
     uri, kb = s3_kb
     assert main(["--db", uri, "ingest", str(kb), "--quiet"]) == 0
-    questions = ["What's the heaviest load a single H2 robot can carry?", "Who signs off on an expense claim of €3,000?",
-                 "What is the hotel cap in Rotterdam?", "How fast can the H2 drive?", "What is the per diem in Europe?"]
-    replicas = [subprocess.Popen([sys.executable, "-c", REPLICA, uri, json.dumps(questions)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [r.communicate(timeout=600) for r in replicas]
-    assert all(r.returncode == 0 for r in replicas), [err[-2000:] for _, err in outputs]
-    trace_ids = [i for out, _ in outputs for i in json.loads(out.strip().splitlines()[-1])]
-    assert len(trace_ids) == 10 and all(trace_ids)
-    stored = {t["trace_id"] for t in TraceStore(ChunkStore(uri)).replayable()}
-    assert set(trace_ids) <= stored  # none lost
+    replicas = [_serve(uri, tmp_path) for _ in range(2)]
+    try:
+        for server, url in replicas:
+            _wait_until_up(server, url)
+        questions = {"What's the heaviest load a single H2 robot can carry?": "600 kg",
+                     "What is the hotel cap in Rotterdam?": "Rotterdam",
+                     "Who signs off on an expense claim of €3,000?": "expense-policy.md"}
+        asks = [(url, q) for _, url in replicas for q in questions for _ in range(2)]  # 6 per replica
+        with ThreadPoolExecutor(len(asks)) as pool:
+            replies = list(pool.map(lambda a: _ask(*a), asks, timeout=600))
+        for (_, question), reply in zip(asks, replies):
+            assert questions[question] in reply, (question, reply[:300])
+        traces = TraceStore(ChunkStore(uri)).replayable()
+        assert len(traces) == len(asks) and len({t["trace_id"] for t in traces}) == len(asks)  # none lost
 
-    running = Pipeline.from_config(Config(db_uri=uri, traces=False))  # a replica that stays up
-    question = "What is the name of the office zebra at the Porto depot?"
-    assert running.ask(question).refused
-    new = tmp_path / "zebra"
-    new.mkdir()
-    (new / "zebra.md").write_text("# Office zebra\n\nThe office zebra at the Porto depot is called Humphrey.\n")
-    assert main(["--db", uri, "ingest", str(new), "--quiet"]) == 0  # through another replica
-    answer = running.ask(question)  # the next question sees it: every read checks the store's latest version
-    assert not answer.refused and "Humphrey" in answer.outcome.text
+        question = "What is the name of the office zebra at the Porto depot?"
+        assert "Humphrey" not in _ask(replicas[1][1], question)
+        new = tmp_path / "zebra"
+        new.mkdir()
+        (new / "zebra.md").write_text("# Office zebra\n\nThe office zebra at the Porto depot is called Humphrey.\n")
+        assert main(["--db", uri, "ingest", str(new), "--quiet"]) == 0
+        # The next question sees it: every read checks the store's latest version, so the delay is one read.
+        assert "Humphrey" in _ask(replicas[1][1], question) and "Humphrey" in _ask(replicas[0][1], question)
+    finally:
+        for server, _ in replicas:
+            server.terminate()
+            server.wait(timeout=60)
 
 
 def test_eval_and_calibrate_on_s3(s3_kb, beir_dir, tiny_reranker_dir, tmp_path):
