@@ -99,7 +99,9 @@ def cmd_ingest(args) -> int:
         if args.workers is not None and args.workers < 1:
             raise ConfigError("--workers must be at least 1")
         prepare = RayPreparer(config.embedder, chunking_settings(config), address=args.ray or None, workers=args.workers,
-                              embed_batch_size=config.embed_batch_size)
+                              embed_batch_size=config.embed_batch_size,
+                              progress=lambda docs, total: tqdm(docs, total=total, unit="doc", desc="embed on Ray",
+                                                                disable=args.quiet or None, file=sys.stderr))
     if paths:
         reports.append(make_ingest(config, store, embedder)(paths, progress, access=_groups(args.access),
                                                             prepare=prepare))

@@ -20,7 +20,7 @@ import socket
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -43,6 +43,9 @@ class RayPreparer:
     address: str | None = None
     workers: int | None = None
     embed_batch_size: int = 16
+    # Wraps the stream of prepared documents (iterable, total) -> iterable: a progress bar of the part
+    # that takes the time, as the files' own bar ends once the driver has hashed them.
+    progress: Callable[[Iterable, int], Iterable] | None = None
 
     def __call__(self, works: Iterable[Work]) -> Iterator[Prepared]:
         items = [{"doc_path": w.doc_path, "suffix": w.suffix, "digest": w.digest, "access": ",".join(w.access)}
@@ -65,7 +68,8 @@ class RayPreparer:
                 preparer, batch_size=DOCS_PER_BATCH, batch_format="pandas",
                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
             try:
-                for row in dataset.iter_rows():
+                rows = dataset.iter_rows()
+                for row in self.progress(rows, len(items)) if self.progress else rows:
                     yield _prepared(row)
             except ray.exceptions.RayError as e:  # a worker failed: what was committed stays, whole
                 cause = getattr(e, "cause", None) or e
