@@ -1,7 +1,7 @@
 import numpy as np
 
 from chatbot.answer import (WITHHELD, answer_spans, build_prompt, extractive_answer, lead_sentence, load_prompts,
-                            resolve_citations, split_sentences)
+                            question_word_overlap, resolve_citations, split_sentences)
 from chatbot.config import Config
 from chatbot.tokens import count_tokens
 from chatbot.types import Candidate, Chunk
@@ -75,6 +75,50 @@ def test_extractive_answer_handles_text_without_sentences():
     fake_vectors = lambda texts: np.eye(len(texts), 4, dtype=np.float32)  # noqa: E731
     answer = extractive_answer("q", evidence, fake_vectors)
     assert answer.text == "ok [1]"
+
+
+def _embed_with_cosines(question: str, cosines: dict[str, float]):
+    """A fake embedder: `question` is one axis and each sentence sits at its given cosine to it."""
+    def embed(texts):
+        out = np.zeros((len(texts), len(texts) + 1), dtype=np.float32)
+        for row, text in enumerate(texts):
+            c = 1.0 if text == question else cosines[text]
+            out[row, 0], out[row, row + 1] = c, np.sqrt(1.0 - c * c)
+        return out
+    return embed
+
+
+def test_the_lead_is_the_sentence_that_repeats_the_questions_words_unless_another_is_far_closer():
+    topical = "The Pico Act was passed by the legislature and signed by the governor."
+    answering = "The proposal went to Washington with a strong advocate in Senator Milton Latham."
+    question = "Which senator was a strong advocate for the Pico Act?"
+    evidence = [_cand(1, f"{topical} {answering}")]
+    # The embedder rates the sentence on the same topic closer; the one that answers repeats more of the question.
+    assert np.allclose(question_word_overlap(question, [topical, answering]), [0.4, 0.6])
+    lead = extractive_answer(question, evidence, _embed_with_cosines(question, {topical: 0.70, answering: 0.55}),
+                             max_sentences=1)
+    assert lead.text == f"{answering} [1]"
+    # A blend, not a keyword match: a sentence much closer in meaning still leads.
+    lead = extractive_answer(question, evidence, _embed_with_cosines(question, {topical: 0.95, answering: 0.55}),
+                             max_sentences=1)
+    assert lead.text == f"{topical} [1]"
+    # A word every candidate sentence shares tells them apart no better than a word of neither.
+    shared = question_word_overlap("act senator", ["The act of the senator.", "The act passed."])
+    assert shared[0] > shared[1] > 0
+
+
+def test_a_question_asking_how_heavy_is_led_by_the_sentence_stating_a_figure():
+    closer = "A heavy-duty robot moves the carts in the H2 aisles."  # "H2" is a name, not a figure
+    figure = "The robot tows carts of up to 1,000 kg."
+    evidence = [_cand(1, f"{closer} {figure}")]
+    cosines = {closer: 0.70, figure: 0.60}
+    for question, lead in (("How heavy a cart can the robot tow?", figure), ("Which robot tows heavy carts?", closer)):
+        # Both sentences repeat as much of the question; only one that asks for an amount prefers the figure.
+        overlap = question_word_overlap(question, [closer, figure])
+        assert overlap[0] == overlap[1] > 0
+        answer = extractive_answer(question, evidence, _embed_with_cosines(question, {**cosines, question: 1.0}),
+                                   max_sentences=1)
+        assert answer.text == f"{lead} [1]"
 
 
 def _with_span(cand: Candidate, span: str, margin: float) -> Candidate:
