@@ -459,7 +459,7 @@ def cmd_replay(args) -> int:
 
     from chatbot.pipeline import Pipeline, default_calibration_path
     from chatbot.present import replay_rows, replay_summary, REPLAY_HEADERS
-    from chatbot.replay import changes_first, parse_since, replay
+    from chatbot.replay import changes_first, describe_setting, parse_since, replay
     from chatbot.traces import TraceStore
 
     config = _config(args)
@@ -479,11 +479,8 @@ def cmd_replay(args) -> int:
         raise ConfigError(f"no stored questions to replay in '{config.db_uri}' (table '{config.table}')"
                           + (f" since {args.since}" if args.since else "")
                           + ": ask some first (chat UI or `chatbot ask`), with config key traces on")
-    setting = {"reranker": config.reranker, "reranker_fingerprint": pipeline.reranker.fingerprint,
-               "calibration": str(default_calibration_path(config) or "uncalibrated default"),
-               "floor": calibration.decision_floor,
-               "floor_on": "P(answerable)" if calibration.judges_answerability else "p_relevant",
-               "since": args.since, "limit": args.limit}
+    setting = describe_setting(pipeline, str(default_calibration_path(config) or "uncalibrated default"),
+                               since=args.since, limit=args.limit)
     from chatbot.users import UserStore
 
     users = UserStore(pipeline.store)

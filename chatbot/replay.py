@@ -200,6 +200,14 @@ def remember_scores(reranker: Reranker, trace: dict[str, Any], scope: str = "") 
     return count
 
 
+def describe_setting(pipeline, calibration_source: str, **more: Any) -> dict[str, Any]:
+    """What a replay ran under, for its report: the reranker, the calibration's source and its floor."""
+    calibration = pipeline.calibration
+    return {"reranker": pipeline.config.reranker, "reranker_fingerprint": pipeline.reranker.fingerprint,
+            "calibration": calibration_source, "floor": calibration.decision_floor,
+            "floor_on": "P(answerable)" if calibration.judges_answerability else "p_relevant", **more}
+
+
 def replay(pipeline, traces: Iterable[dict[str, Any]], setting: dict[str, Any] | None = None, *,
            reuse_scores: bool = True, on_done: Callable[[int], Any] | None = None,
            viewer_of: Callable[[str], Any] | None = None) -> ReplayReport:

@@ -293,7 +293,7 @@ class ChatApp:
         """Re-ask the stored questions under another calibration file and/or floor: (summary, the changes as
         table rows, the changes themselves for `replay_select`). For admins only, when there are users."""
         from chatbot.calibration import Calibration
-        from chatbot.replay import changes_first, parse_since, replay
+        from chatbot.replay import changes_first, describe_setting, parse_since, replay
 
         pipeline = self.pipeline
         try:
@@ -314,10 +314,8 @@ class ChatApp:
             traces = pipeline.traces.replayable(since_s, int(limit) if limit else None)
             if not traces:
                 return "No stored questions to replay" + (f" since {since}" if since else "") + ".", [], []
-            setting = {"reranker": pipeline.config.reranker, "calibration": source,
-                       "floor": calibration.decision_floor,
-                       "floor_on": "P(answerable)" if calibration.judges_answerability else "p_relevant"}
-            report = replay(pipeline.with_calibration(calibration), traces, setting,
+            replaying = pipeline.with_calibration(calibration)
+            report = replay(replaying, traces, describe_setting(replaying, source),
                             viewer_of=self.users.viewer if self.users is not None else None)
         except ChatbotError as e:
             return f"⚠️ {e}", [], []
