@@ -357,24 +357,35 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
     one and the other sentences of the kept chunks closest to the question, each with its citation.
     Without a reader (or a span), the quotes alone."""
     sentences: list[tuple[int, str]] = []
+    # What each sentence is judged by: itself, or, for the first sentence after a question in the evidence
+    # (a FAQ's "What can the H2 carry? Up to 600 kg, ..."), the question and it: the reply alone often
+    # shares no word or topic with what was asked ("Up to 600 kg" for "the heaviest load it can carry").
+    judged: list[str] = []
     for i, cand in enumerate(evidence):
+        asked = ""
         # Text aimed at a model is no answer for the reader either.
-        sentences.extend((i, s) for s in split_sentences(withhold_instructions(cand.chunk.text)) if WITHHELD not in s)
+        for s in split_sentences(withhold_instructions(cand.chunk.text)):
+            if WITHHELD in s:
+                continue
+            is_question = s.rstrip().endswith("?")
+            sentences.append((i, s))
+            judged.append(f"{asked} {s}" if asked and not is_question else s)
+            asked = s if is_question else ""
     # A question in the evidence (a FAQ's heading line) restates what was asked and answers nothing, yet it
     # is what reads closest to the question: quote it only when there is nothing else.
-    statements = [(i, s) for i, s in sentences if not s.rstrip().endswith("?")]
-    sentences = statements or sentences
+    statements = [k for k, (_, s) in enumerate(sentences) if not s.rstrip().endswith("?")] or range(len(sentences))
+    sentences, judged = [sentences[k] for k in statements], [judged[k] for k in statements]
     if not sentences:
         sentences = [(i, c.chunk.text.strip()) for i, c in enumerate(evidence)]
-    vectors = embed([question] + [s for _, s in sentences])
+        judged = [s for _, s in sentences]
+    vectors = embed([question] + judged)
     similarity = vectors[1:] @ vectors[0]
     # Evidence more likely relevant (p_relevant) gets a head start; within a chunk, semantic closeness and
     # the question's own words decide (see question_word_overlap).
     p = np.array([evidence[i].p_relevant or 0.0 for i, _ in sentences])
-    texts = [s for _, s in sentences]
-    score = similarity + 0.25 * p + OVERLAP_WEIGHT * question_word_overlap(question, texts)
+    score = similarity + 0.25 * p + OVERLAP_WEIGHT * question_word_overlap(question, judged)
     if _ASKS_FIGURE.search(question):  # "How heavy...?" is answered by "1,000 kg", not by "heavy-duty"
-        score += FIGURE_BONUS * np.array([bool(_STATES_FIGURE.search(s)) for s in texts])
+        score += FIGURE_BONUS * np.array([bool(_STATES_FIGURE.search(s)) for _, s in sentences])
     spans = answer_spans(evidence, span_floor)
     if spans:  # the sentence that holds the best span comes first among the quotes
         best_chunk, best_text = spans[0]

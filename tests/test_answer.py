@@ -121,6 +121,17 @@ def test_a_question_asking_how_heavy_is_led_by_the_sentence_stating_a_figure():
         assert answer.text == f"{lead} [1]"
 
 
+def test_a_faq_reply_is_judged_with_the_question_it_answers(embedder):
+    reply = "Up to 600 kg, with the centre of mass no more than 1.8 m above the floor."
+    tow = "Tow hitch – tows carts with a combined weight of up to 1,000 kg."
+    question = "What's the heaviest load a single H2 robot can carry?"
+    faq = [_cand(1, f"What can the H2 carry? {reply} It supports three top modules.\n\n{tow}")]
+    assert extractive_answer(question, faq, embedder.embed_documents, max_sentences=1).text == f"{reply} [1]"
+    # The same reply without its question shares nothing with what was asked, and the tow hitch leads.
+    bare = [_cand(1, f"{reply} It supports three top modules.\n\n{tow}")]
+    assert extractive_answer(question, bare, embedder.embed_documents, max_sentences=1).text == f"{tow} [1]"
+
+
 def _with_span(cand: Candidate, span: str, margin: float) -> Candidate:
     import dataclasses
 
