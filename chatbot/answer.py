@@ -271,8 +271,13 @@ def grounding_problem(answer: Answer) -> str | None:
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9€$£])|\n+")
 
 
+# A line break before a lower-case word is a hard wrap inside a sentence (plain text and e-mail wrapped at
+# 72-80 columns), not the end of a line of its own: a list item, a table row or a heading starts otherwise.
+_HARD_WRAP = re.compile(r"[ \t]*\n[ \t]*(?=[a-zß-öø-ÿ])")
+
+
 def split_sentences(text: str) -> list[str]:
-    parts = (p.strip(" \t-*•|") for p in _SENTENCE_SPLIT.split(text))
+    parts = (p.strip(" \t-*•|") for p in _SENTENCE_SPLIT.split(_HARD_WRAP.sub(" ", text)))
     return [p for p in parts if len(p) >= 12 and any(ch.isalpha() for ch in p)]
 
 

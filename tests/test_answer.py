@@ -58,6 +58,16 @@ def test_split_sentences():
         "The H2 carries 600 kg.", "It runs 10 hours!", "A list item here"]
 
 
+def test_split_sentences_rejoins_hard_wrapped_lines_but_not_list_items_or_table_rows():
+    wrapped = ("Harbor stopped assigning new missions to robots\nfor 2 hours 47 minutes. Robots finished the missions\n"
+               "they were carrying out.\n- A list item that wraps onto\n  a second line\n"
+               "Specs — Item: Payload; Value: 600 kg\nSpecs — Item: Weight; Value: 210 kg")
+    assert split_sentences(wrapped) == [
+        "Harbor stopped assigning new missions to robots for 2 hours 47 minutes.",
+        "Robots finished the missions they were carrying out.", "A list item that wraps onto a second line",
+        "Specs — Item: Payload; Value: 600 kg", "Specs — Item: Weight; Value: 210 kg"]
+
+
 def test_extractive_answer_quotes_closest_sentences_with_citations(embedder):
     evidence = [
         _cand(1, "The Austin office is open from 8 to 6. Staff Wi-Fi in Austin is HLY-Austin."),
