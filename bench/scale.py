@@ -956,19 +956,26 @@ def main() -> None:
         for size in sizes:
             build_replicated(cache, size, vector_index=not args.no_vector_index)
         for size in sizes:
-            if (cache / f"results_{size}.json").is_file() and not args.rerun:
-                continue
-            log(f"measuring {size} in a fresh process ...")
-            n = args.questions if size == "10k" else (args.questions_large or args.questions)
-            cmd = [sys.executable, __file__, "--measure", size, "--cache-dir", str(cache),
-                   "--eval-dir", str(eval_dir), "--questions", str(n)]
-            if args.corpus_limit:
-                cmd += ["--corpus-limit", str(args.corpus_limit)]
-            subprocess.run(cmd, check=True)
+            measure_in_fresh_process(args, cache, eval_dir, size)
     else:
         _BASE_ROWS = json.loads((cache / "ingest.json").read_text())["chunks"]
     results = write_report(cache, sizes, {"questions": args.questions, "pool_size": POOL, "noise_sigma": NOISE_SIGMA})
     print(markdown(results))
+
+
+def measure_in_fresh_process(args, cache: Path, eval_dir: Path, size: str, suffix: str = "",
+                             flags: tuple[str, ...] | list[str] = (), what: str = "") -> None:
+    """One size measured by this script in a process of its own (its peak RSS is that size's), unless
+    its results are cached (`--rerun` measures again)."""
+    if (cache / f"results_{size}{suffix}.json").is_file() and not args.rerun:
+        return
+    log(f"measuring {what}{size} in a fresh process ...")
+    n = args.questions if size == "10k" else (args.questions_large or args.questions)
+    cmd = [sys.executable, __file__, "--measure", size, "--cache-dir", str(cache),
+           "--eval-dir", str(eval_dir), "--questions", str(n), *flags]
+    if args.corpus_limit:
+        cmd += ["--corpus-limit", str(args.corpus_limit)]
+    subprocess.run(cmd, check=True)
 
 
 def extra_measurements(args, cache: Path, eval_dir: Path, corpus: Path, sizes: list[str]) -> None:
@@ -986,15 +993,7 @@ def extra_measurements(args, cache: Path, eval_dir: Path, corpus: Path, sizes: l
                 build_replicated(cache, size, not args.no_vector_index)
         for kind, suffix, flags in kinds:
             for size in sizes:
-                if (cache / f"results_{size}_{suffix}.json").is_file() and not args.rerun:
-                    continue
-                log(f"measuring {kind} at {size} in a fresh process ...")
-                n = args.questions if size == "10k" else (args.questions_large or args.questions)
-                cmd = [sys.executable, __file__, "--measure", size, "--cache-dir", str(cache),
-                       "--eval-dir", str(eval_dir), "--questions", str(n), *flags]
-                if args.corpus_limit:
-                    cmd += ["--corpus-limit", str(args.corpus_limit)]
-                subprocess.run(cmd, check=True)
+                measure_in_fresh_process(args, cache, eval_dir, size, f"_{suffix}", flags, f"{kind} at ")
     _BASE_ROWS = json.loads((cache / "ingest.json").read_text())["chunks"]
     for kind, suffix, _ in kinds:
         results = write_extra_report(cache, kind, sizes, suffix, args.access_groups if kind == "access" else 0)

@@ -366,6 +366,7 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
     # (a FAQ's "What can the H2 carry? Up to 600 kg, ..."), the question and it: the reply alone often
     # shares no word or topic with what was asked ("Up to 600 kg" for "the heaviest load it can carry").
     judged: list[str] = []
+    questions: list[bool] = []
     for i, cand in enumerate(evidence):
         asked = ""
         # Text aimed at a model is no answer for the reader either.
@@ -375,10 +376,11 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
             is_question = s.rstrip().endswith("?")
             sentences.append((i, s))
             judged.append(f"{asked} {s}" if asked and not is_question else s)
+            questions.append(is_question)
             asked = s if is_question else ""
     # A question in the evidence (a FAQ's heading line) restates what was asked and answers nothing, yet it
     # is what reads closest to the question: quote it only when there is nothing else.
-    statements = [k for k, (_, s) in enumerate(sentences) if not s.rstrip().endswith("?")] or range(len(sentences))
+    statements = [k for k, is_question in enumerate(questions) if not is_question] or range(len(sentences))
     sentences, judged = [sentences[k] for k in statements], [judged[k] for k in statements]
     if not sentences:
         sentences = [(i, c.chunk.text.strip()) for i, c in enumerate(evidence)]

@@ -38,7 +38,8 @@ def ocr_image(image, language: str = "eng") -> str:
     return done.stdout.decode("utf-8", "replace")
 
 
-_ENDS_SENTENCE = re.compile(r"[.!?:;]\s*$")
+# A line that ends a sentence (or a clause): the next line starts anew. Also read by parse's reflow.
+ENDS_SENTENCE = re.compile(r"[.!?:;]\s*$")
 
 
 def reflow(text: str) -> str:
@@ -53,7 +54,7 @@ def reflow(text: str) -> str:
             continue
         # the last written line, across one blank line
         k = len(out) - 1 if out and out[-1] else len(out) - 2
-        if (k >= 0 and out[k] and not _ENDS_SENTENCE.search(out[k]) and out[k].upper() != out[k]
+        if (k >= 0 and out[k] and not ENDS_SENTENCE.search(out[k]) and out[k].upper() != out[k]
                 and all(not x for x in out[k + 1:])):
             out[k] = f"{out[k]} {line}"
             del out[k + 1:]

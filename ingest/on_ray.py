@@ -28,7 +28,6 @@ from chatbot.errors import ChatbotError, ConfigError
 from chatbot.types import Chunk
 from ingest.run import ChunkingSettings, IngestReport, Prepared, Work, content_hash, prepare_locally
 
-LOG = logging.getLogger(__name__)
 DOCS_PER_BATCH = 8  # documents a worker prepares per call: enough chunks to fill the embedder's batches
 
 
@@ -103,8 +102,7 @@ def _reachable(address: str, timeout_s: float = 5.0) -> bool:
 
 def _init(ray, address: str | None) -> None:
     if address and not _reachable(address):
-        raise ConfigError(f"cannot join the Ray cluster at {address!r}: nothing answers there. Start one with "
-                          "`ray start --head` and pass its address (host:6379), or give --ray alone for a local one")
+        raise _cannot_join(address, "nothing answers there")
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset plans and timings: noise in a CLI
     try:
@@ -117,8 +115,12 @@ def _init(ray, address: str | None) -> None:
             else:
                 ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise ConfigError(f"cannot join the Ray cluster at {address!r}: {e}. Start one with `ray start --head` "
-                          "and pass its address (host:6379), or give --ray alone for a local one") from None
+        raise _cannot_join(address, str(e)) from None
+
+
+def _cannot_join(address: str | None, why: str) -> ConfigError:
+    return ConfigError(f"cannot join the Ray cluster at {address!r}: {why}. Start one with `ray start --head` and "
+                       "pass its address (host:6379), or give --ray alone for a local one")
 
 
 class _DocumentPreparer:

@@ -17,7 +17,7 @@ from chatbot.errors import ParseError
 from ingest.chunk import ParsedDocument, Section, Table, title_from_path
 from ingest.tables import table_from_rows
 
-from ingest.ocr import IMAGE_SUFFIXES
+from ingest.ocr import ENDS_SENTENCE, IMAGE_SUFFIXES
 
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx", ".xlsx", ".csv", ".tsv",
                       ".pptx", *IMAGE_SUFFIXES)
@@ -102,9 +102,6 @@ def _sections_from_headings(items: list[Item]) -> tuple[str, tuple[Section, ...]
     return first_h1, tuple(sections)
 
 
-_ENDS_SENTENCE = re.compile(r"[.!?:;]\s*$")
-
-
 def _join_body_lines(items: list[Item], reflow: bool = False) -> list[Item]:
     """Consecutive body lines (level None) back into one body item, keeping their line breaks. `reflow`
     (a page's layout, as in PDFs): a line that does not end a sentence continues on the next one, so a
@@ -114,7 +111,7 @@ def _join_body_lines(items: list[Item], reflow: bool = False) -> list[Item]:
         if level is None and isinstance(text, str) and joined and joined[-1][0] is None and isinstance(joined[-1][1], str):
             previous = joined[-1][1]
             glue = " " if (reflow and text and previous and not previous.endswith("\n")
-                           and not _ENDS_SENTENCE.search(previous)) else "\n"
+                           and not ENDS_SENTENCE.search(previous)) else "\n"
             joined[-1] = (None, previous + glue + text)
         else:
             joined.append((level, text))
