@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,6 @@ os.environ.setdefault("LANCE_LOG", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def write_corpus(eval_dir: Path, folder: Path, n: int) -> int:
@@ -101,16 +99,6 @@ def commit_cost(table_dir: str, table: str, chunks: int = 512) -> dict:
             "median_s": round(statistics.median(times), 3)}
 
 
-def start_cluster(temp: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while subprocess.run([RAY, "status", f"--address=127.0.0.1:{port}"], env=env, capture_output=True).returncode:
-        time.sleep(1)
-    return head
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--docs", type=int, default=600)
@@ -122,22 +110,19 @@ def main() -> None:
 
     import ray
 
-    from tests.helpers import free_port
+    from tests.helpers import local_ray_cluster
 
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "docs": args.docs,
                      "ray": ray.__version__, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="ray-bench-") as tmp:
         corpus = Path(tmp) / "corpus"
         write_corpus(Path(args.eval_dir), corpus, args.docs)
-        port = free_port()
         t = time.perf_counter()
-        head = start_cluster(str(Path(tmp) / "r"), port)
-        results["cluster_start_s"] = round(time.perf_counter() - t, 1)
-        address = f"127.0.0.1:{port}"
-        os.environ["RAY_AUTH_MODE"] = "disabled"
-        settings = {"no Ray (2 torch threads)": (None, None), "Ray, 1 worker": (address, 1),
-                    "Ray, 2 workers": (address, 2)}
-        try:
+        with local_ray_cluster(cpus=2) as address:
+            results["cluster_start_s"] = round(time.perf_counter() - t, 1)
+            os.environ["RAY_AUTH_MODE"] = "disabled"
+            settings = {"no Ray (2 torch threads)": (None, None), "Ray, 1 worker": (address, 1),
+                        "Ray, 2 workers": (address, 2)}
             for r in range(args.rounds):
                 names = list(settings)
                 names = names[r % len(names):] + names[:r % len(names)]
@@ -147,9 +132,6 @@ def main() -> None:
                     print(f"round {r} {name}: {run}", file=sys.stderr, flush=True)
                     results["runs"].setdefault(name, []).append(run)
                     shutil.rmtree(db, ignore_errors=True)
-        finally:
-            head.terminate()
-            head.wait(60)
     results["median_chunks_per_s"] = {name: statistics.median(r["chunks_per_s"] for r in runs)
                                       for name, runs in results["runs"].items()}
     base = results["median_chunks_per_s"]["no Ray (2 torch threads)"]

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,40 +19,18 @@ import pytest
 from chatbot.cli import main
 from chatbot.store import ChunkStore
 from ingest.run import ingest_paths
-from tests.helpers import REPO, SAMPLE_KB, free_port
+from tests.helpers import REPO, SAMPLE_KB, free_port, local_ray_cluster
 from tests.test_reliability_crash import _check_consistent, _corpus
 
 if os.environ.get("CI"):  # CI installs the test extra: a missing Ray is a broken set-up, not a skip
     import ray  # noqa: F401
 else:
     pytest.importorskip("ray")
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A one-node Ray cluster of 2 CPUs on 127.0.0.1, stopped (with its workers) when the tests are done."""
-    temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
-    port = free_port()
-    # No token: this cluster listens on loopback only, for the tests of this process.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO)}
-    head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while subprocess.run([RAY, "status", f"--address={address}"], env=env, capture_output=True).returncode != 0:
-        if head.poll() is not None or time.monotonic() > deadline:
-            head.kill()
-            pytest.fail(f"the Ray cluster did not start: {head.stderr.read()[-2000:] if head.stderr else ''}")
-        time.sleep(1)
-    yield address
-    head.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
-    try:
-        head.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        head.kill()
-    shutil.rmtree(temp, ignore_errors=True)
+    with local_ray_cluster(cpus=2) as address:
+        yield address
 
 
 def _rows(db: str) -> dict[str, dict]:
