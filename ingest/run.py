@@ -216,8 +216,10 @@ def prepare_locally(works: Iterable[Work], embedder: Embedder, settings: Chunkin
                     report: IngestReport) -> Iterator[Prepared]:
     """Parse and chunk in this process, embedding about `batch_chunks` chunks of several documents at once."""
     waiting: list[tuple[str, tuple[Chunk, ...]]] = []
+    waiting_chunks = 0
 
     def embedded() -> Iterator[Prepared]:
+        nonlocal waiting_chunks
         t = time.perf_counter()
         vectors = embedder.embed_documents([c.context_text for _, chunks in waiting for c in chunks])
         report.embed_seconds += time.perf_counter() - t
@@ -226,14 +228,17 @@ def prepare_locally(works: Iterable[Work], embedder: Embedder, settings: Chunkin
             yield Prepared(doc_path, chunks, vectors[at:at + len(chunks)])
             at += len(chunks)
         waiting.clear()
+        waiting_chunks = 0
 
     for work in works:
         try:
-            waiting.append((work.doc_path, chunk_work(work, settings)))
+            chunks = chunk_work(work, settings)
         except ParseError as e:
             yield Prepared(work.doc_path, reason=e.reason)
             continue
-        if sum(len(chunks) for _, chunks in waiting) >= batch_chunks:
+        waiting.append((work.doc_path, chunks))
+        waiting_chunks += len(chunks)
+        if waiting_chunks >= batch_chunks:
             yield from embedded()
     if waiting:
         yield from embedded()
