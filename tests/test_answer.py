@@ -117,6 +117,23 @@ def test_the_lead_is_the_sentence_that_repeats_the_questions_words_unless_anothe
     assert shared[0] > shared[1] > 0
 
 
+def test_the_lead_may_come_from_a_later_evidence_chunk_when_its_sentence_scores_higher():
+    topical = "The Harbor outage began on Thursday 14 November 2024 in the morning."
+    answering = "Missions were not assigned for 3 hours and 12 minutes until Harbor recovered."
+    question = "How long did the Harbor outage go on before missions were assigned?"
+    # The reranker put the topical chunk first (p 0.9), the one that answers second (p 0.8).
+    evidence = [_cand(1, topical, p=0.9), _cand(2, answering, p=0.8)]
+    cosines = {topical: 0.60, answering: 0.62}
+    answer = extractive_answer(question, evidence, _embed_with_cosines(question, cosines), max_sentences=2)
+    assert answer.text.startswith(f"{answering} [1]")
+    assert [c.id for c in answer.cited] == ["c2", "c1"]  # citations numbered in the order they are read
+    # Its score is the sentence's own: the first chunk's head start (0.25 x p) still counts, so a sentence
+    # of a later chunk that is only as close, with fewer of the question's words, does not lead.
+    answer = extractive_answer(question, [_cand(1, answering, p=0.9), _cand(2, topical, p=0.1)],
+                               _embed_with_cosines(question, {answering: 0.60, topical: 0.60}), max_sentences=1)
+    assert answer.text == f"{answering} [1]"
+
+
 def test_a_question_asking_how_heavy_is_led_by_the_sentence_stating_a_figure():
     closer = "A heavy-duty robot moves the carts in the H2 aisles."  # "H2" is a name, not a figure
     figure = "The robot tows carts of up to 1,000 kg."

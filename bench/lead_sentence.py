@@ -1,0 +1,130 @@
+"""The extractive answer's first sentence: which signals pick the sentence that holds the answer?
+
+For held-out answerable SQuAD questions the product answers (shipped models and calibration), every
+sentence the extractive answer could lead with is kept with what could score it: the shipped rule's parts
+(question cosine, p_relevant, the question's words, the figure bonus), the cross-encoder's own scores of
+(question, sentence), and whether the sentence holds its chunk's reader span. Variants are then compared
+on the share of questions whose lead (first 30 words) holds a gold answer.
+
+    python bench/lead_sentence.py collect EVALDB eval_squad2_extra ../shared/eval/squad2-extra /tmp/lead_x.pkl
+    python bench/lead_sentence.py collect EVALDB eval_squad2 ../shared/eval/squad2 /tmp/lead_2.pkl
+    python bench/lead_sentence.py compare /tmp/lead_x.pkl /tmp/lead_2.pkl   # writes results/lead_sentence.md
+
+EVALDB is a `chatbot eval` database that holds the sets' tables (run `chatbot --db EVALDB eval ...` once).
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def collect(db: str, table: str, folder: str, out: str) -> None:
+    from chatbot import answer as A
+    from chatbot.config import Config
+    from chatbot.evaluate import held_out_filter
+    from chatbot.metrics import contains_answer
+    from chatbot.pipeline import Pipeline
+    from ingest.beir import load_beir
+
+    pipe = Pipeline.from_config(Config(db_uri=db, table=table, traces=False))
+    data = load_beir(folder, split=None)
+    keep = held_out_filter(data.name, data.queries, 0.2)  # eval's split: by article
+    rows = []
+    for q in (q for q in data.queries if keep(q) and q.answerable and q.answers):
+        ev = pipe.evidence(q.text)
+        kept = ev.gate.kept
+        if not kept:
+            continue
+        shown = A.lead_sentence(A.extractive_answer(q.text, kept, pipe.embedder.embed_documents,
+                                                    span_floor=ev.gate.answer_span_floor).text)
+        sentences, judged = A.quotable_sentences(kept)
+        if not sentences:
+            continue
+        vectors = pipe.embedder.embed_documents([q.text] + judged)
+        shipped_score = A.sentence_scores(q.text, kept, sentences, judged, lambda _texts, v=vectors: v)
+        scores = pipe.reranker.scores(q.text, judged)
+        rows.append({
+            "source": q.source, "shown_holds_answer": contains_answer(shown, q.answers), "shipped": shipped_score,
+            "chunk": np.array([i for i, _ in sentences]),
+            "sentence_logit": scores[:, 0], "sentence_semantic": scores[:, 1],
+            "sentence_margin": np.nan_to_num(scores[:, 2] - scores[:, 3]),
+            "holds_span": np.array([bool(kept[i].answer_text) and kept[i].answer_text in s for i, s in sentences]),
+            "span_margin": np.array([kept[i].answer_margin if kept[i].answer_margin is not None else -99.0
+                                     for i, _ in sentences]),
+            "holds_answer": np.array([contains_answer(" ".join(s.split()[:30]), q.answers) for _, s in sentences])})
+    with open(out, "wb") as f:
+        pickle.dump(rows, f)
+    print(f"{len(rows)} answered questions -> {out}")
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def shipped(r):  # answer.sentence_scores, what extractive_answer ranks sentences by
+    return r["shipped"]
+
+
+def best_span_only(r):
+    best = r["chunk"] == r["chunk"][np.argmax(r["span_margin"])]
+    return r["holds_span"] & best
+
+
+VARIANTS = {
+    "shipped rule (lead from the first chunk)": (shipped, True),
+    "shipped rule, lead from any kept chunk": (shipped, False),
+    **{f"+ {w} x sigmoid(sentence rerank logit)": ((lambda r, w=w: shipped(r) + w * sigmoid(r["sentence_logit"])), True)
+       for w in (0.25, 0.5, 1.0)},
+    **{f"+ {w} x sigmoid(sentence semantic logit)": ((lambda r, w=w: shipped(r) + w * sigmoid(r["sentence_semantic"])), True)
+       for w in (0.25, 0.5, 1.0)},
+    **{f"+ {w} x sentence reader margin / 10": ((lambda r, w=w: shipped(r) + w * r["sentence_margin"] / 10), True)
+       for w in (0.25, 0.5, 1.0)},
+    **{f"+ {w} if it holds the best reader span": ((lambda r, w=w: shipped(r) + w * best_span_only(r)), True)
+       for w in (0.1, 0.3, 1.0)},
+    **{f"+ {w} x sigmoid(span margin) if it holds its chunk's span":
+       ((lambda r, w=w: shipped(r) + w * r["holds_span"] * sigmoid(r["span_margin"])), True) for w in (0.1, 0.3, 1.0)},
+    "oracle within the first chunk": ((lambda r: r["holds_answer"].astype(float)), True),
+    "oracle within every kept chunk": ((lambda r: r["holds_answer"].astype(float)), False),
+}
+
+
+def lead_rate(rows, score, first_only: bool) -> float:
+    hits = []
+    for r in rows:
+        s = score(r)
+        pick = np.flatnonzero(r["chunk"] == 0) if first_only and (r["chunk"] == 0).any() else np.arange(len(s))
+        hits.append(bool(r["holds_answer"][pick[np.argmax(s[pick])]]))
+    return float(np.mean(hits))
+
+
+def compare(paths: list[str]) -> None:
+    sets = {}
+    for p in paths:
+        with open(p, "rb") as f:
+            sets[Path(p).stem] = pickle.load(f)
+    lines = ["# The extractive answer's lead: which signals pick the answer's sentence (`bench/lead_sentence.py`)", "",
+             "Share of answered held-out answerable questions whose lead (first 30 words) holds a gold answer. "
+             "Product as shown: " + ", ".join(f"{n} {np.mean([r['shown_holds_answer'] for r in rows]):.3f} "
+                                             f"({len(rows)} questions)" for n, rows in sets.items()) + ".", "",
+             "| lead chosen by | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    for name, (score, first_only) in VARIANTS.items():
+        lines.append(f"| {name} | " + " | ".join(f"{lead_rate(rows, score, first_only):.3f}" for rows in sets.values()) + " |")
+    text = "\n".join(lines) + "\n"
+    (ROOT / "bench" / "results" / "lead_sentence.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "collect":
+        collect(*sys.argv[2:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "compare":
+        compare(sys.argv[2:])
+    else:
+        sys.exit(__doc__)
