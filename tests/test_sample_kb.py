@@ -7,6 +7,7 @@ knowledge base cannot answer must be refused by the floor, before any LLM is inv
 
 import pytest
 
+from chatbot.answer import lead_sentence
 from chatbot.config import Config
 from chatbot.pipeline import Pipeline
 from chatbot.types import Answer, Refusal
@@ -46,6 +47,24 @@ def test_answerable_question_is_answered_from_the_right_document(pipeline, q):
     for needle in q["answer_contains"]:
         assert needle in evidence
     assert q["doc"] in [c.doc_path.rsplit("/", 1)[-1] for c in result.outcome.cited]
+
+
+# What a user reads first (the extractive answer's first sentence, at most 30 words) states the fact. Two
+# known misses: the expense policy's neighbouring table row (EUR 500.01 to 2,500) scores above the row for
+# EUR 3,000, and the scanned notice's title line reads closest to the question. Strict, so a fix shows.
+_LEAD_MISSED = pytest.mark.xfail(reason="the sentence score prefers a neighbouring row / the notice's title", strict=True)
+_LEAD_MISSES = frozenset({"expense-policy.md", "fire-safety-notice-scan.pdf"})
+_LEADS = [q for q in ANSWERABLE if q["question"] not in KNOWN_MISSES]
+
+
+@pytest.mark.parametrize("q", [pytest.param(q, marks=[_NO_OCR, _LEAD_MISSED] if q["doc"] in SCANNED else _LEAD_MISSED)
+                               if q["doc"] in _LEAD_MISSES else q for q in _LEADS], ids=[q["doc"] for q in _LEADS])
+def test_the_answers_first_sentence_states_the_fact(pipeline, q):
+    result = pipeline.ask(q["question"])
+    assert isinstance(result.outcome, Answer), f"refused: {result.outcome.reason}"
+    lead = lead_sentence(result.outcome.text)
+    for needle in q["answer_contains"]:
+        assert needle in lead, lead
 
 
 @pytest.mark.parametrize("q", OFF_TOPIC + [pytest.param(q, marks=pytest.mark.xfail(
