@@ -44,11 +44,8 @@ def collect(db: str, table: str, folder: str, out: str) -> None:
             continue
         shown = A.lead_sentence(A.extractive_answer(q.text, kept, pipe.embedder.embed_documents,
                                                     span_floor=ev.gate.answer_span_floor).text)
-        sentences, judged = A.quotable_sentences(kept)
-        if not sentences:
-            continue
-        vectors = pipe.embedder.embed_documents([q.text] + judged)
-        shipped_score = A.sentence_scores(q.text, kept, sentences, judged, lambda _texts, v=vectors: v)
+        sentences, judged = A.quotable_sentences(kept)  # never empty: kept chunks are its fallback
+        shipped_score = A.sentence_scores(q.text, kept, sentences, judged, pipe.embedder.embed_documents)
         scores = pipe.reranker.scores(q.text, judged)
         rows.append({
             "source": q.source, "shown_holds_answer": contains_answer(shown, q.answers), "shipped": shipped_score,

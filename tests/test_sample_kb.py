@@ -57,8 +57,8 @@ _LEAD_MISSES = frozenset({"expense-policy.md", "fire-safety-notice-scan.pdf"})
 _LEADS = [q for q in ANSWERABLE if q["question"] not in KNOWN_MISSES]
 
 
-@pytest.mark.parametrize("q", [pytest.param(q, marks=[_NO_OCR, _LEAD_MISSED] if q["doc"] in SCANNED else _LEAD_MISSED)
-                               if q["doc"] in _LEAD_MISSES else q for q in _LEADS], ids=[q["doc"] for q in _LEADS])
+@pytest.mark.parametrize("q", [pytest.param(q, marks=[_NO_OCR] * (q["doc"] in SCANNED) + [_LEAD_MISSED] * (q["doc"] in _LEAD_MISSES))
+                               for q in _LEADS], ids=[q["doc"] for q in _LEADS])
 def test_the_answers_first_sentence_states_the_fact(pipeline, q):
     result = pipeline.ask(q["question"])
     assert isinstance(result.outcome, Answer), f"refused: {result.outcome.reason}"
