@@ -369,6 +369,7 @@ BASELINE_METRICS = (
     ("refusal recall at the floor", ("refusal", "at_floor", "refusal_recall"), True, False),
     ("P(answerable) log loss", ("answerability", "log_loss"), False, False),
     ("span F1", ("answers", "span_f1"), True, False),
+    ("first sentence holds an answer", ("answers", "lead_contains_answer_of_answered"), True, False),
 )
 
 

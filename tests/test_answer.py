@@ -1,7 +1,7 @@
 import numpy as np
 
-from chatbot.answer import (WITHHELD, answer_spans, build_prompt, extractive_answer, lead_sentence, load_prompts,
-                            question_word_overlap, resolve_citations, split_sentences)
+from chatbot.answer import (WITHHELD, answer_spans, build_prompt, extractive_answer, lead_excerpt, lead_sentence,
+                            load_prompts, question_term_idf, question_word_overlap, resolve_citations, split_sentences)
 from chatbot.config import Config
 from chatbot.tokens import count_tokens
 from chatbot.types import Candidate, Chunk
@@ -115,6 +115,51 @@ def test_the_lead_is_the_sentence_that_repeats_the_questions_words_unless_anothe
     # A word every candidate sentence shares tells them apart no better than a word of neither.
     shared = question_word_overlap("act senator", ["The act of the senator.", "The act passed."])
     assert shared[0] > shared[1] > 0
+
+
+# 39 words: the fact the question asks for (when the treaty was signed) comes after the first 30.
+LONG = ("The war dragged on for years across the northern provinces, with sieges, raids and shifting alliances "
+        "between the rival dukes and their foreign allies, until at last the peace treaty was signed at Ravenna "
+        "in 1854 by both crowns.")
+
+
+def test_a_long_sentence_is_led_by_the_clause_that_holds_the_questions_words():
+    idf = {"treaty": 1.0, "signed": 1.0, "peace": 0.5}
+    assert question_term_idf("When was the peace treaty signed?", [LONG]).keys() == idf.keys()
+    # Clause starts: "The" (word 0), "with" (10), "raids" (12), "until" (24). The first 30 words hold
+    # "peace treaty" but not "signed"; from "with" on they hold all three, and so do later starts: the
+    # earliest leads, and it runs to the sentence's end, so only its start is marked.
+    assert lead_excerpt(LONG, idf) == ("\u2026with sieges, raids and shifting alliances between the rival dukes and their "
+                                       "foreign allies, until at last the peace treaty was signed at Ravenna in 1854 by "
+                                       "both crowns.")
+    # Twelve words a lead: only from "until" do they hold the question's words, and the cut end is marked too.
+    assert lead_excerpt(LONG, idf, max_words=12) == "\u2026until at last the peace treaty was signed at Ravenna in 1854\u2026"
+    # A tie with the opening keeps the sentence whole; a cut after a clause's comma drops the comma.
+    assert lead_excerpt(LONG, {"war": 1.0, "rival": 1.0}, max_words=12) is None
+    assert lead_excerpt(LONG, {"rival": 1.0}, max_words=14) == ("\u2026with sieges, raids and shifting alliances between "
+                                                                "the rival dukes and their foreign allies\u2026")
+
+
+def test_a_sentence_that_fits_or_whose_opening_holds_most_is_its_own_lead():
+    assert lead_excerpt("The peace treaty was signed in 1854.", {"treaty": 1.0}) is None  # fits in 30 words
+    opening = "The peace treaty was signed at Ravenna, " + ", ".join(f"clause {i} of nothing much" for i in range(10)) + "."
+    assert len(opening.split()) > 30 and lead_excerpt(opening, {"treaty": 1.0, "sign": 1.0}) is None
+    assert lead_excerpt(LONG, {}) is None  # a question with no content words: nothing to place the cut by
+    # A clause that starts in the last ten words would lead with a fragment ("...in 1854."): not a cut.
+    tail = ("The war dragged on for years across the northern provinces with sieges and raids and shifting alliances "
+            "between the rival dukes and their foreign allies until at last the peace was made at Ravenna, in 1854.")
+    assert len(tail.split()) == 36 and lead_excerpt(tail, {"1854": 1.0}) is None
+
+
+def test_the_extractive_answer_states_the_long_sentences_clause_first_then_quotes_it_whole():
+    question = "When was the peace treaty signed?"
+    answer = extractive_answer(question, [_cand(1, LONG)], _embed_with_cosines(question, {LONG: 0.6}), max_sentences=1)
+    first, quotes = answer.text.split("\n\n")
+    assert first == lead_excerpt(LONG, question_term_idf(question, [LONG])) + " [1]"
+    assert quotes == f"{LONG} [1]"
+    assert "1854" in lead_sentence(answer.text) and len(lead_sentence(answer.text).split()) <= 30
+    # Without the cut, the lead's first 30 words would not hold the year.
+    assert "1854" not in lead_sentence(f"{LONG} [1]")
 
 
 def test_the_lead_may_come_from_a_later_evidence_chunk_when_its_sentence_scores_higher():

@@ -241,6 +241,11 @@ def test_baseline_comparison_flags_guarded_metrics_beyond_the_tolerance():
     assert rows["false refusals at the floor"]["regressed"]  # rose by 0.02
     assert rows["refusal AUROC, in domain"]["regressed"]
     assert not rows["hit@1"]["regressed"] and not rows["hit@1"]["guarded"]
+    lead = {r["metric"]: r for r in compare_with_baseline(
+        {**_report(), "answers": {"lead_contains_answer_of_answered": 0.70}},
+        {**_report(), "answers": {"lead_contains_answer_of_answered": 0.68}}, tolerance=0.01)}
+    row = lead["first sentence holds an answer"]
+    assert row["change"] == pytest.approx(0.02) and not row["guarded"] and not row["regressed"]
     within = compare_with_baseline(_report(ndcg=0.795, false_refusals=0.058), _report(), tolerance=0.01)
     assert not any(r["regressed"] for r in within)
     with pytest.raises(BaselineMismatch, match="other questions"):
