@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from chatbot.errors import LLMError
-from chatbot.retrieve import content_terms
+from chatbot.retrieve import STOP_WORDS, content_terms
 from chatbot.tokens import get_encoding
 from chatbot.types import Answer, Candidate, Chunk
 
@@ -340,6 +340,104 @@ _STATES_FIGURE = re.compile(
     r"|january|february|march|april|june|july|august|september|october|november|december)\b", re.IGNORECASE)
 
 
+# A question about one amount ("an expense claim of €3,000", "a team of 12 people") is answered by the rule
+# whose range holds it ("Above €2,500: the CFO"), which neither meaning nor words tell from its neighbours:
+# "€500.01 to €2,500: the department head" repeats the question's words and currency and reads as close.
+# Internal documents state rules as ranges (approval limits, price tiers, leave by years of service).
+RANGE_BONUS = 0.3
+# A figure on its own (not part of a word as in "H2", a time "07:12", a date "2024-05-13" or a version), with
+# its scale word ("1.5 million") and its unit: the currency before it, else the word or "%" after it.
+def _figure_pattern(groups: bool) -> str:
+    g = "(" if groups else "(?:"  # groups only where the pattern is not nested in another one
+    return (rf"(?<![\w.,:/-]){g}[€$£])?\s?{g}\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\d/]|[:.,-]\d)"
+            rf"(?:\s+{g}thousand|million|billion)\b)?(?:\s?{g}%|per\s?cent\b|[^\W\d_]+))?")
+
+
+_FIGURE = re.compile(_figure_pattern(groups=True), re.IGNORECASE)
+_F = _figure_pattern(groups=False)
+_BETWEEN = re.compile(rf"\bbetween\s+{_F}\D{{0,12}}?\s(?:and|to)\s+{_F}"
+                      rf"|{_F}\D{{0,12}}?(?:\s(?:to|through|until)\s|\s?[–—]\s?|\s-\s){_F}", re.IGNORECASE)
+# "no more than" is "at most", and not also "more than"; a group marks the bounds that leave their figure out.
+_AT_MOST = re.compile(rf"(?<!\bno\s)(?<!\bnot\s)\b(?:up\s+to|at\s+most|no\s+more\s+than|not\s+more\s+than|"
+                      rf"a\s+maximum\s+of|max\.?|(under|below|less\s+than|fewer\s+than))\s+{_F}", re.IGNORECASE)
+_AT_LEAST = re.compile(rf"(?<!\bno\s)(?<!\bnot\s)\b(?:at\s+least|no\s+(?:less|fewer)\s+than|"
+                       rf"not\s+(?:less|fewer)\s+than|a\s+minimum\s+of|min\.?|"
+                       rf"(above|over|more\s+than|greater\s+than|exceeding|beyond))\s+{_F}", re.IGNORECASE)
+_OR_MORE = re.compile(rf"{_F}\D{{0,12}}?\s(?:(or\s+more|and\s+(?:above|over|up|more))|or\s+less|or\s+fewer"
+                      rf"|and\s+(?:below|under|less))\b", re.IGNORECASE)
+_SCALE = {"thousand": 1e3, "million": 1e6, "billion": 1e9}
+
+
+@dataclass(frozen=True)
+class Amount:
+    value: float
+    unit: str  # "€", "%", a word singular and lower-case ("year"), or "" when none follows (no figure without
+    # a unit is compared: "greater than 1" in a definition is no rule about "the number 1")
+
+
+@dataclass(frozen=True)
+class AmountRange:
+    low: float
+    high: float
+    low_included: bool
+    high_included: bool
+    unit: str
+
+    def holds(self, amount: Amount) -> bool:
+        above = self.low < amount.value or (self.low_included and self.low == amount.value)
+        below = amount.value < self.high or (self.high_included and self.high == amount.value)
+        return above and below and amount.unit != "" and amount.unit == self.unit
+
+    def margin(self, amount: Amount) -> float:
+        """How far `amount` is from this range's nearer bound: a tier's own row holds it closest."""
+        return min(amount.value - self.low, self.high - amount.value)
+
+
+def _amount(figure: re.Match) -> Amount:
+    currency, number, scale, after = figure.groups()
+    unit = (after or "").lower()
+    unit = "%" if unit.startswith("per") and unit.endswith("cent") else "" if unit in STOP_WORDS else unit
+    return Amount(float(number.replace(",", "")) * (_SCALE[scale.lower()] if scale else 1.0),
+                  currency or unit.removesuffix("s"))
+
+
+def stated_amounts(text: str) -> list[Amount]:
+    """The figures `text` states, in order: "an expense claim of €3,000" -> Amount(3000.0, "€"),
+    "1.5 million people" -> Amount(1.5e6, "people")."""
+    return [_amount(m) for m in _FIGURE.finditer(text)]
+
+
+def asked_amounts(question: str) -> list[Amount]:
+    """The amounts a question is about, years left out: "in 2010" dates the question; it is no amount a rule's
+    range could hold."""
+    return [_amount(m) for m in _FIGURE.finditer(question)
+            if m.group(1) or not re.fullmatch(r"1\d{3}|20\d{2}", m.group(2))]
+
+
+def stated_ranges(sentence: str) -> list[AmountRange]:
+    """The ranges a sentence states: "€500.01 to €2,500", "between 5 and 10 years", "up to €500", "above €2,500"
+    (bounds "above" and "under" leave out), "10 years or more". A two-sided range is read first, so "at least 5 to
+    10" is not also "at least 5". A range's unit is its last figure's ("5 to 10 years": years)."""
+    sentence = sentence.replace("*", "")  # Markdown's bold: "above **€25**"
+    ranges = []
+    for m in _BETWEEN.finditer(sentence):
+        low, high = stated_amounts(m.group())
+        if low.value <= high.value:
+            ranges.append(AmountRange(low.value, high.value, True, True, high.unit or low.unit))
+    rest = _BETWEEN.sub(" ", sentence)
+    for m in _AT_MOST.finditer(rest):
+        bound = stated_amounts(m.group())[0]
+        ranges.append(AmountRange(-math.inf, bound.value, False, m.group(1) is None, bound.unit))
+    for m in _AT_LEAST.finditer(rest):
+        bound = stated_amounts(m.group())[0]
+        ranges.append(AmountRange(bound.value, math.inf, m.group(1) is None, False, bound.unit))
+    for m in _OR_MORE.finditer(rest):
+        bound = stated_amounts(m.group())[0]
+        ranges.append(AmountRange(bound.value, math.inf, True, False, bound.unit) if m.group(1)
+                      else AmountRange(-math.inf, bound.value, False, True, bound.unit))
+    return ranges
+
+
 def question_word_overlap(question: str, sentences: Sequence[str]) -> np.ndarray:
     """Per sentence, the share of the question's content words it contains, each word weighted by how rare it
     is among `sentences` (BM25's idf). The sentence that states the asked-for fact usually repeats the
@@ -421,13 +519,19 @@ def quotable_sentences(evidence: Sequence[Candidate]) -> tuple[list[tuple[int, s
 def sentence_scores(question: str, evidence: Sequence[Candidate], sentences: Sequence[tuple[int, str]],
                     judged: Sequence[str], embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
     """How well each quotable sentence answers the question: its cosine to the question, a head start for
-    evidence more likely relevant (p_relevant), the question's own words (see question_word_overlap), and a
-    figure where an amount or a date is asked for."""
+    evidence more likely relevant (p_relevant), the question's own words (see question_word_overlap), a
+    figure where an amount or a date is asked for, and the range that holds an amount the question states."""
     vectors = embed([question] + list(judged))
     p = np.array([evidence[i].p_relevant or 0.0 for i, _ in sentences])
     score = vectors[1:] @ vectors[0] + 0.25 * p + OVERLAP_WEIGHT * question_word_overlap(question, judged)
     if _ASKS_FIGURE.search(question):  # "How heavy...?" is answered by "1,000 kg", not by "heavy-duty"
         score += FIGURE_BONUS * np.array([bool(_STATES_FIGURE.search(s)) for _, s in sentences])
+    amounts = asked_amounts(question)
+    if amounts:  # the rule whose range holds the amount closest: "above €2,500" rather than "above €25"
+        margins = np.array([min((r.margin(a) for r in stated_ranges(s) for a in amounts if r.holds(a)),
+                                default=math.inf) for _, s in sentences])
+        if np.isfinite(margins).any():
+            score += RANGE_BONUS * (margins == margins.min())
     return score
 
 

@@ -1,7 +1,8 @@
 import numpy as np
 
-from chatbot.answer import (WITHHELD, answer_spans, build_prompt, extractive_answer, lead_excerpt, lead_sentence,
-                            load_prompts, question_term_idf, question_word_overlap, resolve_citations, split_sentences)
+from chatbot.answer import (WITHHELD, Amount, AmountRange, answer_spans, asked_amounts, build_prompt, extractive_answer,
+                            lead_excerpt, lead_sentence, load_prompts, question_term_idf, question_word_overlap,
+                            resolve_citations, split_sentences, stated_ranges)
 from chatbot.config import Config
 from chatbot.tokens import count_tokens
 from chatbot.types import Candidate, Chunk
@@ -191,6 +192,51 @@ def test_a_question_asking_how_heavy_is_led_by_the_sentence_stating_a_figure():
         answer = extractive_answer(question, evidence, _embed_with_cosines(question, {**cosines, question: 1.0}),
                                    max_sentences=1)
         assert answer.text == f"{lead} [1]"
+
+
+def test_stated_ranges_read_bounds_units_and_which_bounds_are_included():
+    inf = float("inf")
+    assert stated_ranges("Claim amount: €500.01 to €2,500; Approver: Department head") == [
+        AmountRange(500.01, 2500.0, True, True, "€")]
+    assert stated_ranges("Above €2,500: the CFO. Every expense above **€25** needs a receipt.") == [
+        AmountRange(2500.0, inf, False, False, "€"), AmountRange(25.0, inf, False, False, "€")]
+    assert stated_ranges("Staff with between 5 and 10 years of service, or 10 years or more") == [
+        AmountRange(5.0, 10.0, True, True, "year"), AmountRange(10.0, inf, True, False, "year")]
+    assert stated_ranges("Up to 600 kg, with the centre of mass no more than 1.8 m above the floor.") == [
+        AmountRange(-inf, 600.0, False, True, "kg"), AmountRange(-inf, 1.8, False, True, "m")]  # "more than" once
+    assert stated_ranges("Teams of fewer than 10 people; at least 55 per cent; over 1.5 million users") == [
+        AmountRange(-inf, 10.0, False, False, "people"), AmountRange(55.0, inf, True, False, "%"),
+        AmountRange(1.5e6, inf, False, False, "user")]
+    # Times, dates, a reversed pair and a model name are no ranges; a year in a question is no amount.
+    assert stated_ranges("from 07:12 to 09:59 UTC, go-live 2024-05-13, from 20 November to 5 January, H2 robots") == []
+    assert asked_amounts("Who signs off on a claim of €3,000 in 2025 for 12 days?") == [
+        Amount(3000.0, "€"), Amount(12.0, "day")]
+
+
+def test_an_amount_is_held_by_a_range_of_its_unit_and_a_figure_without_a_unit_by_none():
+    above = AmountRange(2500.0, float("inf"), False, False, "€")
+    assert above.holds(Amount(3000.0, "€")) and not above.holds(Amount(2500.0, "€"))
+    assert not above.holds(Amount(3000.0, "$")) and not above.holds(Amount(3000.0, ""))
+    assert AmountRange(500.01, 2500.0, True, True, "€").holds(Amount(2500.0, "€"))
+    assert above.margin(Amount(3000.0, "€")) == 500.0
+
+
+def test_a_question_about_an_amount_is_led_by_the_rule_whose_range_holds_it_closest():
+    rows = ["Claim amount: Up to €500; Approver: Your direct manager.",
+            "Claim amount: €500.01 to €2,500; Approver: Department head.",
+            "Claim amount: Above €2,500; Approver: CFO (Marta Quental).",
+            "A receipt is required for every claim above €25."]
+    evidence = [_cand(1, " ".join(rows))]
+    # The embedder rates the middle row closest to every question, the receipt rule next.
+    cosines = {rows[0]: 0.60, rows[1]: 0.70, rows[2]: 0.60, rows[3]: 0.65}
+    for amount, lead in (("€3,000", rows[2]), ("€400", rows[0]), ("€2,500", rows[1])):
+        question = f"Who has to sign off on a claim of {amount}?"
+        answer = extractive_answer(question, evidence, _embed_with_cosines(question, cosines), max_sentences=1)
+        assert answer.text == f"{lead} [1]"
+    # Without an amount in the question (a year is none), the closest row leads as before.
+    question = "Who signed off on claims in 2024?"
+    answer = extractive_answer(question, evidence, _embed_with_cosines(question, cosines), max_sentences=1)
+    assert answer.text == f"{rows[1]} [1]"
 
 
 def test_a_faq_reply_is_judged_with_the_question_it_answers(embedder):
