@@ -249,11 +249,11 @@ def reply_to_answer(reply: str, prompt: Prompt) -> Answer | None:
     return Answer(text=text, cited=cited, mode="llm", dropped_citations=dropped)
 
 
-_FIGURE = re.compile(r"\d(?:[\d,.]*\d)?")
+_DIGITS = re.compile(r"\d(?:[\d,.]*\d)?")
 
 
 def _figures(text: str) -> set[str]:
-    return {m.group(0).replace(",", "") for m in _FIGURE.finditer(_CITATION.sub(" ", text))}
+    return {m.group(0).replace(",", "") for m in _DIGITS.finditer(_CITATION.sub(" ", text))}
 
 
 def grounding_problem(answer: Answer) -> str | None:
@@ -353,7 +353,7 @@ def _figure_pattern(groups: bool) -> str:
             rf"(?:\s+{g}thousand|million|billion)\b)?(?:\s?{g}%|per\s?cent\b|[^\W\d_]+))?")
 
 
-_FIGURE = re.compile(_figure_pattern(groups=True), re.IGNORECASE)
+_AMOUNT = re.compile(_figure_pattern(groups=True), re.IGNORECASE)
 _F = _figure_pattern(groups=False)
 _BETWEEN = re.compile(rf"\bbetween\s+{_F}\D{{0,12}}?\s(?:and|to)\s+{_F}"
                       rf"|{_F}\D{{0,12}}?(?:\s(?:to|through|until)\s|\s?[–—]\s?|\s-\s){_F}", re.IGNORECASE)
@@ -404,13 +404,13 @@ def _amount(figure: re.Match) -> Amount:
 def stated_amounts(text: str) -> list[Amount]:
     """The figures `text` states, in order: "an expense claim of €3,000" -> Amount(3000.0, "€"),
     "1.5 million people" -> Amount(1.5e6, "people")."""
-    return [_amount(m) for m in _FIGURE.finditer(text)]
+    return [_amount(m) for m in _AMOUNT.finditer(text)]
 
 
 def asked_amounts(question: str) -> list[Amount]:
     """The amounts a question is about, years left out: "in 2010" dates the question; it is no amount a rule's
     range could hold."""
-    return [_amount(m) for m in _FIGURE.finditer(question)
+    return [_amount(m) for m in _AMOUNT.finditer(question)
             if m.group(1) or not re.fullmatch(r"1\d{3}|20\d{2}", m.group(2))]
 
 
