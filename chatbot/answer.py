@@ -552,9 +552,9 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
     # chunk's p_relevant is in its sentences' scores). Keeping it to the reranker's first chunk led with a
     # gold answer less often (held-out SQuAD articles 0.672 -> 0.679 and 0.675 -> 0.691, the sample knowledge
     # base 9 -> 10 of 12: bench/results/lead_sentence.md). Then the closest others, in reading order.
-    lead = int(np.argmax(score))
-    rest = [k for k in np.argsort(-score) if k != lead][: max_sentences - 1]
-    chosen = [lead] + sorted(rest, key=lambda k: (sentences[k][0], k))
+    best = int(np.argmax(score))
+    rest = [k for k in np.argsort(-score) if k != best][: max_sentences - 1]
+    chosen = [best] + sorted(rest, key=lambda k: (sentences[k][0], k))
     order: list[int] = []
 
     def cite(chunk_index: int) -> str:
@@ -567,8 +567,8 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
     # SQuAD articles the first 30 words then hold a gold answer for 0.686 -> 0.704 of 490 answered questions
     # (eval, squad2-extra) and 0.689 -> 0.695 of 318 (squad2); bench/results/lead_sentence.md.
     if not lead:
-        excerpt = lead_excerpt(sentences[chosen[0]][1], question_term_idf(question, judged))
-        lead = f"{excerpt} {cite(sentences[chosen[0]][0])}" if excerpt else ""
+        excerpt = lead_excerpt(sentences[best][1], question_term_idf(question, judged))
+        lead = f"{excerpt} {cite(sentences[best][0])}" if excerpt else ""
     quotes = " ".join(f"{sentences[k][1]} {cite(sentences[k][0])}" for k in chosen)
     text = f"{lead}\n\n{quotes}" if lead else quotes
     return Answer(text=text, cited=tuple(evidence[i].chunk for i in order), mode="extractive", note=note)

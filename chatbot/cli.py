@@ -576,6 +576,87 @@ def _trace_questions(config: Config):
 
 
 def cmd_train_reranker(args) -> int:
+    from tqdm import tqdm
+
+    from chatbot.train import (TrainSettings, base_tokenizer, has_lexical_term, load_training_data, save_model,
+                               save_training_data, train, tune_lexical_weight, validate, write_training_report)
+
+    if bool(args.datasets) == bool(args.examples):
+        raise ConfigError("train-reranker reads labelled sets (BEIR folders) or --examples FILE: give one of them")
+    if not args.out and not args.save_examples:
+        raise ConfigError("train-reranker needs --out (where the model goes), or --save-examples FILE to mine only")
+    settings = TrainSettings(layers=args.layers, max_length=args.max_length, steps=args.steps,
+                             max_minutes=args.max_minutes, seed=args.seed, head=args.head, lr=args.lr,
+                             group_size=args.group_size, groups_per_step=args.groups_per_step,
+                             threads=args.threads, init=args.init or "",
+                             reader=args.reader, span_pairs=args.span_pairs, device=args.device,
+                             lexical=(bool(args.init) or args.head == "segment-cosine") and not args.no_lexical)
+    if args.examples:
+        try:
+            data = load_training_data(args.examples)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    else:
+        data = _mine_training_data(args, _config(args), settings)
+    if args.save_examples:
+        save_training_data(data, args.save_examples)
+        print(f"{len(data.examples)} training groups and {len(data.validation) + len(data.tuning)} held-out "
+              f"questions saved to {args.save_examples}; train from them anywhere with --examples {args.save_examples}")
+        if not args.out:
+            return 0
+    validation = list(data.validation)
+    idf = None
+    if settings.lexical:
+        from chatbot.cross_encoder import wordpiece_idf
+
+        idf = wordpiece_idf(base_tokenizer(settings), data.passages)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=settings.steps, desc="train", unit="step", file=sys.stderr, mininterval=2) as bar:
+        def on_step(step, loss):
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            bar.update(0)
+
+        model, summary = train(data.examples, settings, out, resume=args.resume, on_step=on_step, idf=idf)
+    summary["mined_with"] = data.mined_with
+    if has_lexical_term(model):
+        summary["lexical_tuning"] = tune_lexical_weight(model, data.tuning, settings.max_length)
+        save_model(model, out, settings)
+    else:  # e.g. --init from a classification cross-encoder: nothing to tune, validate on all of it
+        validation += data.tuning
+    report = validate(model, validation, settings.max_length) if validation else None
+    write_training_report(out, summary, report)
+    loss = summary["final_loss_ema"]
+    print(f"trained {summary['steps']} steps in {summary['minutes']} min; "
+          + (f"final loss {loss:.3f} (chance {summary['chance_loss']:.3f})" if loss is not None else "no training steps")
+          + f"; model in {out}")
+    if "lexical_tuning" in summary:
+        tuned = summary["lexical_tuning"]
+        print(f"exact-match weight {tuned['lexical_weight']:g}, chosen on {tuned['tuned_on']} held-out questions; "
+              "the validation below uses the other held-out half")
+    if report:
+        print(f"validation ({report['n_answerable']} answerable, {report['n_unanswerable']} unanswerable):")
+        for name in ("ndcg@10", "hit@1", "hit@5"):
+            if report["fused"][name] is not None:  # None: no answerable question was held out
+                print(f"  {name:<8} fused {report['fused'][name]:.3f}  reranked {report['reranked'][name]:.3f}")
+        for name, auroc in report["auroc_top_logit"].items():
+            semantic = report.get("auroc_top_semantic_logit", {}).get(name)
+            margin = report.get("auroc_top_answer_margin", {}).get(name)
+            print(f"  AUROC of the top logit, {name} answerable vs unanswerable: {auroc:.3f}"
+                  + (f" (of its semantic part: {semantic:.3f})" if semantic is not None else "")
+                  + (f" (of the reader's answer margin: {margin:.3f})" if margin is not None else ""))
+        if report.get("spans") and report["spans"]["n"]:
+            sp = report["spans"]
+            print(f"  reader spans on {sp['n']} answerable questions: best in the pool EM {sp['pool_em']:.1f} / "
+                  f"F1 {sp['pool_f1']:.1f}; in the gold passage EM {sp['gold_em'] or 0:.1f} / F1 {sp['gold_f1'] or 0:.1f}")
+    return 0
+
+
+def _mine_training_data(args, config: Config, settings) -> TrainingData:
+    """Each labelled set's questions with their retrieval pools (ingesting its corpus into the eval table first):
+    training groups, and the questions held out by article (validation, and the half that tunes the exact-match
+    weight)."""
     import dataclasses
 
     from tqdm import tqdm
@@ -583,16 +664,9 @@ def cmd_train_reranker(args) -> int:
     from chatbot.calibration import Calibration
     from chatbot.evaluate import document_id, held_out_filter, in_fraction
     from chatbot.pipeline import Pipeline
-    from chatbot.train import (TrainingExample, TrainSettings, ValidationQuery, base_tokenizer, has_lexical_term,
-                               save_model, train, tune_lexical_weight, validate, write_training_report)
+    from chatbot.train import TrainingData, TrainingExample, ValidationQuery
     from ingest.beir import ingest_corpus, load_beir
 
-    config = _config(args)
-    settings = TrainSettings(layers=args.layers, max_length=args.max_length, steps=args.steps,
-                             max_minutes=args.max_minutes, seed=args.seed, head=args.head, lr=args.lr,
-                             group_size=args.group_size, threads=args.threads, init=args.init or "",
-                             reader=args.reader, span_pairs=args.span_pairs,
-                             lexical=(bool(args.init) or args.head == "segment-cosine") and not args.no_lexical)
     chunking = chunking_settings(config)
     examples: list[TrainingExample] = []
     validation: list[ValidationQuery] = []
@@ -654,51 +728,10 @@ def cmd_train_reranker(args) -> int:
         print(f"{dataset.name}: {n_train} training questions ({n_unanswerable} unanswerable, {n_left_out} with their "
               f"gold passages left out), {n_val} validation questions", file=sys.stderr)
 
-    idf = None
-    if settings.lexical:
-        from chatbot.cross_encoder import wordpiece_idf
-
-        idf = wordpiece_idf(base_tokenizer(settings), passages)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=settings.steps, desc="train", unit="step", file=sys.stderr, mininterval=2) as bar:
-        def on_step(step, loss):
-            bar.n = step
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-            bar.update(0)
-
-        model, summary = train(examples, settings, out, resume=args.resume, on_step=on_step, idf=idf)
-    if has_lexical_term(model):
-        summary["lexical_tuning"] = tune_lexical_weight(model, tuning, settings.max_length)
-        save_model(model, out, settings)
-    else:  # e.g. --init from a classification cross-encoder: nothing to tune, validate on all of it
-        validation += tuning
-    report = validate(model, validation, settings.max_length) if validation else None
-    write_training_report(out, summary, report)
-    loss = summary["final_loss_ema"]
-    print(f"trained {summary['steps']} steps in {summary['minutes']} min; "
-          + (f"final loss {loss:.3f} (chance {summary['chance_loss']:.3f})" if loss is not None else "no training steps")
-          + f"; model in {out}")
-    if "lexical_tuning" in summary:
-        tuned = summary["lexical_tuning"]
-        print(f"exact-match weight {tuned['lexical_weight']:g}, chosen on {tuned['tuned_on']} held-out questions; "
-              "the validation below uses the other held-out half")
-    if report:
-        print(f"validation ({report['n_answerable']} answerable, {report['n_unanswerable']} unanswerable):")
-        for name in ("ndcg@10", "hit@1", "hit@5"):
-            if report["fused"][name] is not None:  # None: no answerable question was held out
-                print(f"  {name:<8} fused {report['fused'][name]:.3f}  reranked {report['reranked'][name]:.3f}")
-        for name, auroc in report["auroc_top_logit"].items():
-            semantic = report.get("auroc_top_semantic_logit", {}).get(name)
-            margin = report.get("auroc_top_answer_margin", {}).get(name)
-            print(f"  AUROC of the top logit, {name} answerable vs unanswerable: {auroc:.3f}"
-                  + (f" (of its semantic part: {semantic:.3f})" if semantic is not None else "")
-                  + (f" (of the reader's answer margin: {margin:.3f})" if margin is not None else ""))
-        if report.get("spans") and report["spans"]["n"]:
-            sp = report["spans"]
-            print(f"  reader spans on {sp['n']} answerable questions: best in the pool EM {sp['pool_em']:.1f} / "
-                  f"F1 {sp['pool_f1']:.1f}; in the gold passage EM {sp['gold_em'] or 0:.1f} / F1 {sp['gold_f1'] or 0:.1f}")
-    return 0
+    mined_with = {"datasets": [str(d) for d in args.datasets], "split": args.split, "limit": args.limit,
+                  "validation_fraction": args.validation_fraction, "validation_limit": args.validation_limit,
+                  "leave_gold_out": args.leave_gold_out, "no_unanswerable": args.no_unanswerable}
+    return TrainingData(tuple(examples), tuple(validation), tuple(tuning), tuple(passages), mined_with)
 
 
 def _add_dataset_args(p, optional: bool = False) -> None:
@@ -820,8 +853,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("train-reranker", help="fine-tune a cross-encoder on BEIR-format labelled data")
-    p.add_argument("datasets", nargs="+", help="BEIR-format folders (corpus.jsonl, queries.jsonl, qrels/)")
-    p.add_argument("--out", required=True, help="folder for the trained model, checkpoints and report")
+    p.add_argument("datasets", nargs="*", help="BEIR-format folders (corpus.jsonl, queries.jsonl, qrels/)")
+    p.add_argument("--out", help="folder for the trained model, checkpoints and report")
+    p.add_argument("--save-examples", metavar="FILE",
+                   help="write the mined training groups and held-out questions here (gzipped JSON); without --out, "
+                        "stop there")
+    p.add_argument("--examples", metavar="FILE",
+                   help="train from a --save-examples file instead of mining labelled sets: no knowledge base, "
+                        "embedder or LanceDB needed (a GPU machine)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device the steps run on, e.g. cuda (default cpu); the saved model is for the CPU")
     p.add_argument("--split", help="qrels split (default: the first qrels/*.tsv)")
     p.add_argument("--validation-fraction", type=float, default=0.2, help="share of each set's articles (sources) held out")
     p.add_argument("--head", default="segment-cosine", choices=["segment-cosine", "classification"])
@@ -843,6 +884,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=3, help="transformer layers kept from the base model")
     p.add_argument("--max-length", type=int, default=192)
     p.add_argument("--group-size", type=int, default=8, help="1 positive + N-1 hard negatives per question")
+    p.add_argument("--groups-per-step", type=int, default=4, help="questions per step (a GPU affords more)")
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop early after this long (0 = no cap)")
     p.add_argument("--lr", type=float, default=3e-5)

@@ -23,7 +23,7 @@ from chatbot.rerank import Reranker
 from chatbot.retrieve import HybridRetriever, Retrieval
 from chatbot.store import ChunkStore
 from chatbot.traces import TraceStore
-from chatbot.types import AskResult, GateResult, Refusal, Viewer
+from chatbot.types import AskResult, GateResult, Refusal, Viewer, cache_scope
 
 MAX_QUESTION_CHARS = 4000
 NEAR_MISSES = 3
@@ -255,7 +255,7 @@ class Pipeline:
                                                                   if c.chunk.doc_path not in without_docs))
         t = clock.lap("retrieve_ms", t)
         reranked = self.reranker.rerank(question, retrieval.pool, self.config.rerank_depth,
-                                        scope=viewer.scope if viewer is not None else "")
+                                        scope=cache_scope(viewer))
         t = clock.lap("rerank_ms", t)
         gate = apply_gate(reranked, self.calibration, self.config.top_n)
         clock.lap("gate_ms", t)

@@ -25,7 +25,7 @@ import numpy as np
 from chatbot.errors import ChatbotError, ConfigError
 from chatbot.record import candidate_from_record
 from chatbot.rerank import Reranker
-from chatbot.types import GateResult
+from chatbot.types import GateResult, cache_scope
 
 ANSWER, REFUSAL = "answer", "refusal"
 # What a change did, judged by the user's rating of what they got. Only "regression" fails `replay`.
@@ -232,7 +232,7 @@ def replay(pipeline, traces: Iterable[dict[str, Any]], setting: dict[str, Any] |
             skipped.append(Skipped(trace.get("trace_id", ""), trace.get("question") or "", *reason))
         else:
             if reuse_scores and scores_reusable(trace, reranker):
-                remember_scores(reranker, trace, viewer.scope if viewer is not None else "")
+                remember_scores(reranker, trace, cache_scope(viewer))
             replayed.append(_replay_one(pipeline, trace, viewer))
         if on_done:
             on_done(1)

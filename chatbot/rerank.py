@@ -112,7 +112,8 @@ def _forward(model, features, offsets=None) -> np.ndarray:
         columns = [scores, nan if semantic is None else semantic.float().reshape(-1)]
         if "start_logits" in out and offsets is not None:
             span, first, last = best_spans(out["start_logits"].float(), out["end_logits"].float())
-            rows = torch.arange(len(span))
+            offsets = offsets.to(first.device)  # the model may run on a GPU (training's validation)
+            rows = torch.arange(len(span), device=first.device)
             columns += [span, 2 * out["null_logit"].float().reshape(-1),
                         offsets[rows, first, 0].float(), offsets[rows, last, 1].float()]
         else:

@@ -21,7 +21,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -79,6 +79,79 @@ class TrainSettings:
     reader: bool = False  # segment-cosine only: also train start/end and no-answer logits (`cross_encoder`)
     reader_weight: float = 1.0  # the reader's loss beside the listwise one
     span_pairs: int = 0  # with the reader: extra (question, answering passage) pairs a step, read for spans only
+    device: str = "cpu"  # where the steps run ("cuda" on a GPU machine); the saved model is for the CPU either way
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What `train-reranker` mines from labelled sets before the first step: the training groups, the held-out
+    questions (validation, and the half that tunes the exact-match weight) and every chunk the reranker could see
+    (the word-piece IDF's documents). Saved once, it trains anywhere: a GPU machine without the knowledge base,
+    the embedder or LanceDB."""
+
+    examples: tuple[TrainingExample, ...]
+    validation: tuple[ValidationQuery, ...]
+    tuning: tuple[ValidationQuery, ...]
+    passages: tuple[str, ...]
+    mined_with: dict = field(default_factory=dict, compare=False)  # the mining options, for the model's card
+
+
+TRAINING_DATA_FORMAT = "chatbot-training-data/1"
+
+
+def save_training_data(data: TrainingData, path: str | Path) -> None:
+    """Gzipped JSON. A pool's passages recur across questions, so each distinct text is stored once and
+    referenced by number (the squad2 + squad2-extra + SciFact pools: about 5 MB instead of hundreds)."""
+    import gzip
+
+    texts: dict[str, int] = {}
+
+    def refs(passages: Sequence[str]) -> list[int]:
+        return [texts.setdefault(p, len(texts)) for p in passages]
+
+    def query(q: ValidationQuery) -> dict:
+        return {"question": q.question, "pool": refs(q.pool), "relevant": list(q.relevant),
+                "answerable": q.answerable, "dataset": q.dataset, "answers": list(q.answers)}
+
+    payload = {"format": TRAINING_DATA_FORMAT, "mined_with": data.mined_with, "passages": refs(data.passages),
+               "examples": [{"question": e.question, "positives": refs(e.positives), "negatives": refs(e.negatives),
+                             "answers": list(e.answers)} for e in data.examples],
+               "validation": [query(q) for q in data.validation], "tuning": [query(q) for q in data.tuning]}
+    payload["texts"] = list(texts)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with gzip.open(partial, "wt", encoding="utf-8") as f:
+        json.dump(payload, f, ensure_ascii=False)
+    partial.replace(path)  # never a half-written file under the name a run will read
+
+
+def load_training_data(path: str | Path) -> TrainingData:
+    """What `save_training_data` wrote; ValueError naming the file when it is not such a file."""
+    import gzip
+
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            payload = json.load(f)
+        if payload.get("format") != TRAINING_DATA_FORMAT:
+            raise ValueError(f"format {payload.get('format')!r}, expected {TRAINING_DATA_FORMAT!r}")
+        texts = payload["texts"]
+
+        def passages(refs: Sequence[int]) -> tuple[str, ...]:
+            return tuple(texts[i] for i in refs)
+
+        def query(q: dict) -> ValidationQuery:
+            return ValidationQuery(q["question"], passages(q["pool"]), tuple(q["relevant"]), q["answerable"],
+                                   q["dataset"], tuple(q["answers"]))
+
+        return TrainingData(
+            examples=tuple(TrainingExample(e["question"], passages(e["positives"]), passages(e["negatives"]),
+                                           tuple(e["answers"])) for e in payload["examples"]),
+            validation=tuple(query(q) for q in payload["validation"]),
+            tuning=tuple(query(q) for q in payload["tuning"]),
+            passages=passages(payload["passages"]), mined_with=payload.get("mined_with") or {})
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path} is not training data saved by `train-reranker --save-examples` ({e})") from None
 
 
 def base_tokenizer(settings: TrainSettings):
@@ -189,10 +262,10 @@ def reader_loss(out: dict, targets: Sequence[tuple[int, int] | None]):
     null = out["null_logit"].float().unsqueeze(1)
     start = torch.cat([null, out["start_logits"].float()], dim=1)
     end = torch.cat([null, out["end_logits"].float()], dim=1)
-    s_target = torch.tensor([0 if t is None else t[0] + 1 for t in targets], dtype=torch.long)
-    e_target = torch.tensor([0 if t is None else t[1] + 1 for t in targets], dtype=torch.long)
+    s_target = torch.tensor([0 if t is None else t[0] + 1 for t in targets], dtype=torch.long, device=start.device)
+    e_target = torch.tensor([0 if t is None else t[1] + 1 for t in targets], dtype=torch.long, device=start.device)
     per_pair = (F.cross_entropy(start, s_target, reduction="none") + F.cross_entropy(end, e_target, reduction="none")) / 2
-    is_answer = torch.tensor([t is not None for t in targets])
+    is_answer = torch.tensor([t is not None for t in targets], device=start.device)
     parts = [per_pair[mask].mean() for mask in (is_answer, ~is_answer) if mask.any()]
     return sum(parts) / len(parts)
 
@@ -310,9 +383,9 @@ def score_components(ce, question: str, passages: Sequence[str], max_length: int
             chunk = list(passages[i:i + batch_size])
             features = ce.tokenizer([question] * len(chunk), chunk, truncation="only_second", max_length=max_length,
                                     padding=True, return_tensors="pt")
-            out = ce(dict(features))
-            semantic.append(out["semantic_logit"].float())
-            coverage.append(out["lexical_coverage"].float())
+            out = ce(dict(features.to(ce.device)))
+            semantic.append(out["semantic_logit"].float().cpu())
+            coverage.append(out["lexical_coverage"].float().cpu())
     return torch.cat(semantic).numpy(), torch.cat(coverage).numpy()
 
 
@@ -359,23 +432,26 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     start_step = 0
+    device = torch.device(settings.device)
     if resume and (checkpoint / "state.pt").is_file():
         from sentence_transformers import CrossEncoder
 
         ce = CrossEncoder(str(checkpoint), device="cpu", max_length=settings.max_length, trust_remote_code=True)
-        state = torch.load(checkpoint / "state.pt", weights_only=False)
+        # A checkpoint written on a GPU resumes on the CPU and the other way round.
+        state = torch.load(checkpoint / "state.pt", weights_only=False, map_location="cpu")
         start_step = state["step"]
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
     else:
         ce = build_model(settings, idf)
         state = None
+    ce.to(device)
     # The "no answer" slot exists only when some questions have no answer; it starts unset and takes
     # the first batch's mean logit, since the logits' scale depends on the model being trained.
     null_logit, null_ready = None, False
     if any(not e.answerable for e in examples):
         saved = state.get("null_logit") if state is not None else None
-        null_logit = torch.nn.Parameter(torch.tensor(0.0 if saved is None else float(saved)))
+        null_logit = torch.nn.Parameter(torch.tensor(0.0 if saved is None else float(saved), device=device))
         null_ready = saved is not None
     head_params = list(ce[1].parameters()) if is_segment_cosine(ce) else [
         p for n, p in ce.named_parameters() if "classifier" in n or "pooler" in n]
@@ -445,7 +521,7 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
                 spans.append(target)
                 read_rows.append(row)
             del features["offset_mapping"]
-        out = _forward(ce, features)
+        out = _forward(ce, features.to(device))
         scores = out["scores"].reshape(-1)[:ranked_pairs].view(settings.groups_per_step, settings.group_size)
         if null_logit is not None:
             if not null_ready:
@@ -453,7 +529,7 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
                     null_logit.fill_(scores.mean())
                 null_ready = True
             scores = torch.cat([scores, null_logit.expand(settings.groups_per_step, 1)], dim=1)
-        loss = F.cross_entropy(scores, torch.tensor(targets, dtype=torch.long))
+        loss = F.cross_entropy(scores, torch.tensor(targets, dtype=torch.long, device=device))
         if read_rows:
             read = {k: out[k][read_rows] for k in ("start_logits", "end_logits", "null_logit")}
             loss = loss + settings.reader_weight * reader_loss(read, spans)

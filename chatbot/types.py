@@ -35,6 +35,11 @@ class Viewer:
         return ",".join(sorted(self.reads))
 
 
+def cache_scope(viewer: Viewer | None) -> str:
+    """The scope `viewer`'s scores are cached under; "" for the operator (None), who reads everything."""
+    return viewer.scope if viewer is not None else ""
+
+
 @dataclass(frozen=True)
 class Chunk:
     id: str

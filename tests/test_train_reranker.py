@@ -319,3 +319,64 @@ def test_train_reranker_with_a_reader_leaves_gold_out_and_validates_spans(beir_d
     assert "spans" in validation and set(validation["auroc_top_answer_margin"]) <= {"tinyset"}
     assert Reranker(str(out), max_length=64).has_reader
     assert "reader spans on" in printed.out or validation["spans"]["n"] == 0
+
+
+def test_mined_training_data_round_trips_and_trains_without_the_knowledge_base(beir_dir, tmp_path, capsys):
+    from chatbot.train import load_training_data
+
+    examples = tmp_path / "mined" / "examples.json.gz"
+    db = tmp_path / "db"
+    assert main(["--db", str(db), "train-reranker", str(beir_dir), "--save-examples", str(examples),
+                 "--validation-fraction", "0.3", "--leave-gold-out", "1.0"]) == 0
+    assert "train from them anywhere with --examples" in capsys.readouterr().out
+    data = load_training_data(examples)
+    corpus = {json.loads(line)["text"] for line in (beir_dir / "corpus.jsonl").read_text().splitlines()}
+    assert data.examples and data.validation + data.tuning
+    # every passage is one of the set's chunks, as the reranker sees it (title line, then the text)
+    assert all(any(text in p for text in corpus) for e in data.examples for p in e.positives + e.negatives)
+    assert sum(not e.answerable for e in data.examples) > 0 and data.mined_with["leave_gold_out"] == 1.0
+
+    # Training from the file opens no knowledge base: a database path that does not exist stays so.
+    out = tmp_path / "model"
+    elsewhere = tmp_path / "no-db"
+    assert main(["--db", str(elsewhere), "train-reranker", "--examples", str(examples), "--out", str(out),
+                 "--layers", "1", "--max-length", "64", "--group-size", "3", "--steps", "2", "--threads", "1",
+                 "--reader", "--no-lexical"]) == 0
+    assert not elsewhere.exists()
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["steps"] == 2 and report["examples"] == len(data.examples)
+    assert report["mined_with"]["datasets"] == [str(beir_dir)] and report["settings"]["device"] == "cpu"
+    assert report["validation"]["n_answerable"] + report["validation"]["n_unanswerable"] == len(
+        [q for q in data.validation + data.tuning if q.pool])
+    assert Reranker(str(out), max_length=64).has_reader
+
+
+def test_training_data_is_stored_once_per_distinct_passage_and_read_back_whole(tmp_path):
+    import gzip
+
+    from chatbot.train import TrainingData, ValidationQuery, load_training_data, save_training_data
+
+    shared = "Batteries\nThe H2 battery lasts ten hours."
+    data = TrainingData(
+        examples=(TrainingExample("How long does it last?", (shared,), ("Parking\nTwelve spaces.", shared * 2),
+                                  ("ten hours",)),
+                  TrainingExample("Where is parking?", (), (shared, "Parking\nTwelve spaces."))),
+        validation=(ValidationQuery("Battery life?", (shared, "x"), (True, False), True, "tinyset", ("ten hours",)),),
+        tuning=(), passages=(shared, shared, "x"), mined_with={"limit": 3})
+    path = tmp_path / "data.json.gz"
+    save_training_data(data, path)
+    back = load_training_data(path)
+    assert back == data and back.mined_with == {"limit": 3}
+    stored = json.loads(gzip.decompress(path.read_bytes()))
+    assert stored["texts"].count(shared) == 1 and stored["passages"] == [0, 0, 1]  # duplicates kept for the IDF
+    assert not (tmp_path / "data.json.gz.partial").exists()
+
+
+def test_training_needs_sets_or_a_readable_examples_file(tmp_path, capsys):
+    bad = tmp_path / "examples.json.gz"
+    bad.write_text("not gzip")
+    assert main(["train-reranker", "--examples", str(bad), "--out", str(tmp_path / "m")]) != 0
+    assert f"{bad} is not training data saved by `train-reranker --save-examples`" in capsys.readouterr().err
+    assert main(["train-reranker", "--out", str(tmp_path / "m")]) != 0
+    assert "BEIR folders) or --examples FILE" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
