@@ -393,10 +393,15 @@ class AmountRange:
         return min(amount.value - self.low, self.high - amount.value)
 
 
+# A word after a figure that is no unit of it: a stop word ("12 of them"), or an ordinal's ending ("the 17th
+# century" is a position in a series, not an amount a range could hold).
+_NO_UNIT = STOP_WORDS | {"st", "nd", "rd", "th"}
+
+
 def _amount(figure: re.Match) -> Amount:
     currency, number, scale, after = figure.groups()
     unit = (after or "").lower()
-    unit = "%" if unit.startswith("per") and unit.endswith("cent") else "" if unit in STOP_WORDS else unit
+    unit = "%" if unit.startswith("per") and unit.endswith("cent") else "" if unit in _NO_UNIT else unit
     return Amount(float(number.replace(",", "")) * (_SCALE[scale.lower()] if scale else 1.0),
                   currency or unit.removesuffix("s"))
 
@@ -408,10 +413,11 @@ def stated_amounts(text: str) -> list[Amount]:
 
 
 def asked_amounts(question: str) -> list[Amount]:
-    """The amounts a question is about, years left out: "in 2010" dates the question; it is no amount a rule's
-    range could hold."""
+    """The amounts a question is about, years and ordinals left out: "in 2010" or "in the 17th century" dates the
+    question; it is no amount a rule's range could hold."""
     return [_amount(m) for m in _AMOUNT.finditer(question)
-            if m.group(1) or not re.fullmatch(r"1\d{3}|20\d{2}", m.group(2))]
+            if m.group(1) or not (re.fullmatch(r"1\d{3}|20\d{2}", m.group(2))
+                                  or (m.group(4) or "").lower() in {"st", "nd", "rd", "th"})]
 
 
 def stated_ranges(sentence: str) -> list[AmountRange]:

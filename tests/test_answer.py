@@ -2,7 +2,7 @@ import numpy as np
 
 from chatbot.answer import (WITHHELD, Amount, AmountRange, answer_spans, asked_amounts, build_prompt, extractive_answer,
                             lead_excerpt, lead_sentence, load_prompts, question_term_idf, question_word_overlap,
-                            resolve_citations, split_sentences, stated_ranges)
+                            resolve_citations, split_sentences, stated_amounts, stated_ranges)
 from chatbot.config import Config
 from chatbot.tokens import count_tokens
 from chatbot.types import Candidate, Chunk
@@ -211,6 +211,9 @@ def test_stated_ranges_read_bounds_units_and_which_bounds_are_included():
     assert stated_ranges("from 07:12 to 09:59 UTC, go-live 2024-05-13, from 20 November to 5 January, H2 robots") == []
     assert asked_amounts("Who signs off on a claim of €3,000 in 2025 for 12 days?") == [
         Amount(3000.0, "€"), Amount(12.0, "day")]
+    # An ordinal is a position in a series, not an amount: no unit when stated, left out when asked.
+    assert asked_amounts("How many died in the 17th century, on the 3rd day?") == []
+    assert stated_amounts("from the 16th to the 18th century") == [Amount(16.0, ""), Amount(18.0, "")]
 
 
 def test_an_amount_is_held_by_a_range_of_its_unit_and_a_figure_without_a_unit_by_none():
