@@ -620,7 +620,9 @@ def cmd_train_reranker(args) -> int:
 
         model, summary = train(data.examples, settings, out, resume=args.resume, on_step=on_step, idf=idf)
     summary["mined_with"] = data.mined_with
-    if has_lexical_term(model):
+    if args.skip_validation:
+        validation = []
+    elif has_lexical_term(model):
         summary["lexical_tuning"] = tune_lexical_weight(model, data.tuning, settings.max_length)
         save_model(model, out, settings)
     else:  # e.g. --init from a classification cross-encoder: nothing to tune, validate on all of it
@@ -894,6 +896,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-limit", type=int, metavar="N",
                    help="validate (and tune the exact-match weight) on at most N held-out questions per dataset")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--skip-validation", action="store_true",
+                   help="neither tune the exact-match weight nor validate after training (a timing probe)")
     p.set_defaults(func=cmd_train_reranker)
     return parser
 

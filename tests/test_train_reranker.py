@@ -350,6 +350,13 @@ def test_mined_training_data_round_trips_and_trains_without_the_knowledge_base(b
         [q for q in data.validation + data.tuning if q.pool])
     assert Reranker(str(out), max_length=64).has_reader
 
+    # A timing probe neither tunes nor validates.
+    probe = tmp_path / "probe"
+    assert main(["train-reranker", "--examples", str(examples), "--out", str(probe), "--layers", "1",
+                 "--max-length", "64", "--group-size", "3", "--steps", "1", "--threads", "1", "--skip-validation"]) == 0
+    report = json.loads((probe / "training_report.json").read_text())
+    assert report["steps"] == 1 and report["validation"] is None and "lexical_tuning" not in report
+
 
 def test_training_data_is_stored_once_per_distinct_passage_and_read_back_whole(tmp_path):
     import gzip
