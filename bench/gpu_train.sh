@@ -39,7 +39,7 @@ train --out "$work/probe" --steps 40 --skip-validation "$@" > "$out/probe.log" 2
 steps=$("$python" - "$work/probe/training_report.json" "$minutes" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
-per_minute = report["steps"] / max(report["minutes"], 1e-3)  # start-up included: an underestimate
+per_minute = report["steps"] / max(report["minutes"], 1e-3)  # the first steps' warm-up included: an underestimate
 print(f"probe: {report['steps']} steps in {report['minutes']} min", file=sys.stderr)
 print(max(40, int(per_minute * float(sys.argv[2]) * 0.9)))
 PY

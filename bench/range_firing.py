@@ -1,6 +1,6 @@
 """How often the extractive lead's range rule fires on text that is not a policy document, and whether it is
-then right: for every answerable question of a BEIR-format SQuAD set that names an amount (years left out,
-`answer.asked_amounts`), is that amount held, in its unit, by a range stated in a sentence of the question's own
+then right: for every answerable question of a BEIR-format SQuAD set that names an amount (years and ordinals left
+out, `answer.asked_amounts`), is that amount held, in its unit, by a range stated in a sentence of the question's own
 gold paragraph (`answer.stated_ranges`), and does such a sentence hold a gold answer?
 
     python bench/range_firing.py ../shared/eval/squad2 ../shared/eval/squad2-extra   # writes results/range_firing.md
@@ -38,7 +38,7 @@ def count(folder: Path) -> tuple[int, int, int, int]:
 
 
 def main(folders: list[str]) -> None:
-    lines = ["| answerable questions | name an amount (no years) | a gold-paragraph sentence's range holds it "
+    lines = ["| answerable questions | name an amount (no years or ordinals) | a gold-paragraph sentence's range holds it "
              "| such a sentence holds a gold answer |", "|---|---|---|---|"]
     for folder in map(Path, folders):
         answerable, with_amount, fired, right = count(folder)

@@ -395,7 +395,8 @@ class AmountRange:
 
 # A word after a figure that is no unit of it: a stop word ("12 of them"), or an ordinal's ending ("the 17th
 # century" is a position in a series, not an amount a range could hold).
-_NO_UNIT = STOP_WORDS | {"st", "nd", "rd", "th"}
+_ORDINAL_ENDINGS = frozenset({"st", "nd", "rd", "th"})
+_NO_UNIT = STOP_WORDS | _ORDINAL_ENDINGS
 
 
 def _amount(figure: re.Match) -> Amount:
@@ -417,7 +418,7 @@ def asked_amounts(question: str) -> list[Amount]:
     question; it is no amount a rule's range could hold."""
     return [_amount(m) for m in _AMOUNT.finditer(question)
             if m.group(1) or not (re.fullmatch(r"1\d{3}|20\d{2}", m.group(2))
-                                  or (m.group(4) or "").lower() in {"st", "nd", "rd", "th"})]
+                                  or (m.group(4) or "").lower() in _ORDINAL_ENDINGS)]
 
 
 def stated_ranges(sentence: str) -> list[AmountRange]:
