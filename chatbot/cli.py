@@ -579,7 +579,7 @@ def cmd_train_reranker(args) -> int:
     from tqdm import tqdm
 
     from chatbot.train import (TrainSettings, base_tokenizer, has_lexical_term, load_training_data, save_model,
-                               save_training_data, train, tune_lexical_weight, validate, write_training_report)
+                               save_training_data, train, train_reader, tune_lexical_weight, validate, write_training_report)
 
     if bool(args.datasets) == bool(args.examples):
         raise ConfigError("train-reranker reads labelled sets (BEIR folders) or --examples FILE: give one of them")
@@ -589,7 +589,8 @@ def cmd_train_reranker(args) -> int:
                              max_minutes=args.max_minutes, seed=args.seed, head=args.head, lr=args.lr,
                              group_size=args.group_size, groups_per_step=args.groups_per_step,
                              threads=args.threads, init=args.init or "",
-                             reader=args.reader, span_pairs=args.span_pairs, device=args.device,
+                             reader=args.reader or bool(args.reader_layers), span_pairs=args.span_pairs,
+                             reader_layers=args.reader_layers, device=args.device,
                              lexical=(bool(args.init) or args.head == "segment-cosine") and not args.no_lexical)
     if args.examples:
         try:
@@ -605,8 +606,10 @@ def cmd_train_reranker(args) -> int:
         if not args.out:
             return 0
     validation = list(data.validation)
+    if settings.reader_layers and not settings.init:
+        raise ConfigError("--reader-layers trains the reader of an existing reranker: add --init (e.g. --init shipped)")
     idf = None
-    if settings.lexical:
+    if settings.lexical and not settings.reader_layers:  # the reader alone keeps the init model's exact-match term
         from chatbot.cross_encoder import wordpiece_idf
 
         idf = wordpiece_idf(base_tokenizer(settings), data.passages)
@@ -618,10 +621,15 @@ def cmd_train_reranker(args) -> int:
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
             bar.update(0)
 
-        model, summary = train(data.examples, settings, out, resume=args.resume, on_step=on_step, idf=idf)
+        if settings.reader_layers:
+            model, summary = train_reader(data.examples, settings, out, resume=args.resume, on_step=on_step)
+        else:
+            model, summary = train(data.examples, settings, out, resume=args.resume, on_step=on_step, idf=idf)
     summary["mined_with"] = data.mined_with
     if args.skip_validation:
         validation = []
+    elif settings.reader_layers:  # rankings are the init model's: nothing to tune, validate on all held-out questions
+        validation += data.tuning
     elif has_lexical_term(model):
         summary["lexical_tuning"] = tune_lexical_weight(model, data.tuning, settings.max_length)
         save_model(model, out, settings)
@@ -879,6 +887,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--span-pairs", type=int, default=0, metavar="N",
                    help="with --reader: N more (question, answering passage) pairs a step for the span loss alone "
                         "(a group has one positive, so spans are otherwise scarce)")
+    p.add_argument("--reader-layers", type=int, default=0, metavar="N",
+                   help="train only the reader of the --init reranker, through N transformer layers of its own "
+                        "(copies of the base model's next layers) over the frozen encoder's tokens: rankings and "
+                        "refusals stay the init model's; --steps are reader steps of 32 pairs")
     p.add_argument("--no-lexical", action="store_true",
                    help="segment-cosine head without the exact-match term (IDF-weighted shared word pieces)")
     p.add_argument("--init", help="continue from this reranker ('shipped', a folder or a hub id) instead of the base "

@@ -95,7 +95,8 @@ class Pipeline:
                     calibration: Calibration | None = None) -> "Pipeline":
         """`calibration` given explicitly (e.g. while fitting one) bypasses the configured file."""
         reranker = Reranker(config.reranker, max_length=config.reranker_max_length,
-                            cache_pairs=config.rerank_cache_pairs, precision=config.reranker_precision)
+                            cache_pairs=config.rerank_cache_pairs, precision=config.reranker_precision,
+                            read_top=config.top_n)
         embedder = Embedder(config.embedder, config.embed_batch_size)
         path = default_calibration_path(config)
         if calibration is not None:

