@@ -142,8 +142,8 @@ def _read_late(model, states: Sequence[tuple], offsets: Sequence) -> np.ndarray:
 
     width = max(s[0].shape[0] for s in states)
 
-    def pad(t, value=0):
-        return torch.nn.functional.pad(t, (0, 0) * (t.dim() - 1) + (0, width - t.shape[0]), value=value)
+    def pad(t):  # zeros after the last token; the attention mask's zeros keep them out
+        return torch.nn.functional.pad(t, (0, 0) * (t.dim() - 1) + (0, width - t.shape[0]))
 
     tokens = torch.stack([pad(s[0]) for s in states])
     mask = torch.stack([pad(s[1]) for s in states])

@@ -686,8 +686,9 @@ def train_reader(examples: Sequence[TrainingExample], settings: TrainSettings, o
         step = state["step"]
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
-    answering = [i for i, t in enumerate(data.targets.tolist()) if t[0] >= 0]
-    silent = [i for i, t in enumerate(data.targets.tolist()) if t[0] < 0]
+    answers = (data.targets[:, 0] >= 0).tolist()
+    answering = [i for i, a in enumerate(answers) if a]
+    silent = [i for i, a in enumerate(answers) if not a]
     n_silent = min(len(silent), settings.reader_batch // 4)
 
     def save_checkpoint() -> None:

@@ -68,16 +68,20 @@ def test_no_answer_is_anchored_on_relevance_and_spans_lie_in_the_passage():
     assert (out["start_logits"][:, [0, 1, 5]] == NOT_A_SPAN).all() and (out["start_logits"][:, 2:5] > NOT_A_SPAN).all()
 
 
+def _examples(rome: str, oslo: str) -> list[TrainingExample]:
+    noise = ("Cats are mammals that purr.", "The Rhine flows north to the sea.", "Paris hosts the Louvre.")
+    return [TrainingExample("Who founded Rome?", (rome,), (oslo,) + noise, ("Romulus",)),
+            TrainingExample("Who was the mayor of Oslo in 2020?", (oslo,), (rome,) + noise, ("Raymond Johansen",)),
+            TrainingExample("When did Rome get a metro?", (), (rome, oslo) + noise)]
+
+
 @pytest.fixture(scope="module")
 def trained_reader(tmp_path_factory):
     """A one-layer segment-cosine reranker with a reader, trained for a few seconds on two questions
     (with span-only pairs beside the groups)."""
     rome = "History > Rome\nRome was founded by Romulus in 753 BC. It became the capital of an empire."
     oslo = "Norway > Oslo\nOslo is the capital of Norway. Its mayor in 2020 was Raymond Johansen."
-    noise = ("Cats are mammals that purr.", "The Rhine flows north to the sea.", "Paris hosts the Louvre.")
-    examples = [TrainingExample("Who founded Rome?", (rome,), (oslo,) + noise, ("Romulus",)),
-                TrainingExample("Who was the mayor of Oslo in 2020?", (oslo,), (rome,) + noise, ("Raymond Johansen",)),
-                TrainingExample("When did Rome get a metro?", (), (rome, oslo) + noise)]
+    examples = _examples(rome, oslo)
     out = tmp_path_factory.mktemp("reader")
     settings = TrainSettings(layers=1, reader=True, lexical=False, steps=60, group_size=4, groups_per_step=3,
                              span_pairs=2, max_length=64, checkpoint_every=0, warmup_steps=5, head_lr=5e-3, lr=1e-4,
@@ -133,12 +137,6 @@ def test_adding_a_reader_keeps_the_relevance_weights(tmp_path):
     add_reader(ce)  # a second time changes nothing
     assert ce[1].reader
 
-
-def _examples(rome: str, oslo: str) -> list[TrainingExample]:
-    noise = ("Cats are mammals that purr.", "The Rhine flows north to the sea.", "Paris hosts the Louvre.")
-    return [TrainingExample("Who founded Rome?", (rome,), (oslo,) + noise, ("Romulus",)),
-            TrainingExample("Who was the mayor of Oslo in 2020?", (oslo,), (rome,) + noise, ("Raymond Johansen",)),
-            TrainingExample("When did Rome get a metro?", (), (rome, oslo) + noise)]
 
 
 def test_reader_layers_start_from_the_base_models_next_layer_and_survive_saving(trained_reader, tmp_path):
