@@ -60,7 +60,11 @@ def collect(db: str, table: str, folder: str, out: str) -> None:
             "holds_answer": np.array([contains_answer(" ".join(s.split()[:30]), q.answers) for _, s in sentences]),
             # as the lead shows it: a long sentence from the clause that holds the question's words
             "holds_answer_cut": np.array([contains_answer(A.lead_excerpt(s, idf) or " ".join(s.split()[:30]), q.answers)
-                                          for _, s in sentences])})
+                                          for _, s in sentences]),
+            # the same, a sentence that holds its chunk's reader span cut at the clause that holds the span
+            "holds_answer_span_cut": np.array([contains_answer(
+                A.lead_excerpt(s, idf, holding=kept[i].answer_text if kept[i].answer_text and kept[i].answer_text in s
+                               else None) or " ".join(s.split()[:30]), q.answers) for i, s in sentences])})
     with open(out, "wb") as f:
         pickle.dump(rows, f)
     print(f"{len(rows)} answered questions -> {out}")
@@ -92,6 +96,12 @@ VARIANTS = {
        for w in (0.1, 0.3, 1.0)},
     **{f"+ {w} x sigmoid(span margin) if it holds its chunk's span":
        ((lambda r, w=w: shipped(r) + w * r["holds_span"] * sigmoid(r["span_margin"])), True) for w in (0.1, 0.3, 1.0)},
+    # The reader with a layer of its own (2026-11-29 build) finds spans at F1 ~46: the same bonuses, the lead
+    # taken from any kept chunk as shipped.
+    **{f"any kept chunk, + {w} if it holds the best reader span": ((lambda r, w=w: shipped(r) + w * best_span_only(r)), False)
+       for w in (0.1, 0.2, 0.3, 0.5, 1.0)},
+    **{f"any kept chunk, + {w} x sigmoid(span margin) if it holds its chunk's span":
+       ((lambda r, w=w: shipped(r) + w * r["holds_span"] * sigmoid(r["span_margin"])), False) for w in (0.1, 0.3, 1.0)},
     "oracle within the first chunk": ((lambda r: r["holds_answer"].astype(float)), True),
     "oracle within every kept chunk": ((lambda r: r["holds_answer"].astype(float)), False),
 }
@@ -100,7 +110,12 @@ VARIANTS = {
 CUT = {  # the lead as shipped: a long sentence shown from the clause that holds the question's words
     "sentence score, any kept chunk, a long sentence cut at that clause (shipped)": (shipped, False),
     "oracle within every kept chunk, cut as shipped": ((lambda r: r["holds_answer_cut"].astype(float)), False),
+    **{f"any kept chunk, + {w} if it holds the best reader span, cut as shipped":
+       ((lambda r, w=w: shipped(r) + w * best_span_only(r)), False) for w in (0.1, 0.2, 0.3)},
 }
+SPAN_CUT = {  # a long sentence that holds the reader's span shown from the clause that holds the span
+    f"any kept chunk, + {w} if it holds the best reader span, cut at the span's clause":
+    ((lambda r, w=w: shipped(r) + w * best_span_only(r)), False) for w in (0.1, 0.2, 0.3)}
 
 
 def lead_rate(rows, score, first_only: bool, column: str = "holds_answer") -> float:
@@ -127,6 +142,10 @@ def compare(paths: list[str]) -> None:
     for name, (score, first_only) in CUT.items():
         lines.append(f"| {name} | " + " | ".join(f"{lead_rate(rows, score, first_only, 'holds_answer_cut'):.3f}"
                                                 for rows in sets.values()) + " |")
+    for name, (score, first_only) in SPAN_CUT.items():
+        if all("holds_answer_span_cut" in rows[0] for rows in sets.values() if rows):
+            lines.append(f"| {name} | " + " | ".join(f"{lead_rate(rows, score, first_only, 'holds_answer_span_cut'):.3f}"
+                                                    for rows in sets.values()) + " |")
     text = "\n".join(lines) + "\n"
     (ROOT / "bench" / "results" / "lead_sentence.md").write_text(text, encoding="utf-8")
     print(text)

@@ -94,7 +94,9 @@ class LabelledQuestion:
 
     @property
     def has_reader(self) -> bool:
-        return len(self.pair_answer_margins) == len(self.pair_logits) and None not in self.pair_answer_margins
+        # a layered reader reads only the best-ranked pairs: one margin is enough
+        return len(self.pair_answer_margins) == len(self.pair_logits) and any(
+            m is not None and not math.isnan(m) for m in self.pair_answer_margins)
 
     def question_features(self, calibration: Calibration) -> dict:
         return question_features(self.pair_logits, self.pair_semantic_logits if self.has_semantic else None,
@@ -332,6 +334,7 @@ ANSWERABILITY_FEATURES = {
     "reader": ("best_answer_margin",),
     "semantic+reader": ("best_semantic_logit", "best_answer_margin"),
     "semantic+cosine+reader": ("best_semantic_logit", "best_cosine_similarity", "best_answer_margin"),
+    "logit+cosine+reader": ("best_rerank_logit", "best_cosine_similarity", "best_answer_margin"),
 }
 
 

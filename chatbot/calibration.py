@@ -38,16 +38,22 @@ QUESTION_FEATURES = ("best_rerank_logit", "best_semantic_logit", "best_cosine_si
 def question_features(rerank_logit, semantic_logit=None, cosine_similarity=None, answer_margin=None,
                       p_relevant=None) -> dict[str, float | None]:
     """The question's QUESTION_FEATURES from its read candidates' scores (each a sequence aligned with
-    `rerank_logit`); a feature is None when some candidate lacks it, and every one is None with no candidates."""
+    `rerank_logit`); a feature is None when some candidate lacks it, and every one is None with no candidates.
+    The answer margin is the exception: the best over the pairs the reader read (a reader with a layer of its
+    own reads only the best-ranked pairs), None when it read none."""
     def best(values):
         if values is None or not len(values) or any(v is None for v in values):
             return None
         values = np.asarray(values, dtype=np.float64)
         return None if np.isnan(values).any() else float(values.max())
 
+    def best_read(values):
+        read = [float(v) for v in (values if values is not None else ()) if v is not None and not np.isnan(v)]
+        return max(read) if read else None
+
     return {"best_rerank_logit": best(rerank_logit), "best_semantic_logit": best(semantic_logit),
-            "best_cosine_similarity": best(cosine_similarity), "best_answer_margin": best(answer_margin),
-            "best_p_relevant": best(p_relevant)}
+            "best_cosine_similarity": best(cosine_similarity),
+            "best_answer_margin": best_read(answer_margin), "best_p_relevant": best(p_relevant)}
 
 
 @dataclass(frozen=True)

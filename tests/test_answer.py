@@ -284,6 +284,34 @@ def test_extractive_answer_states_the_span_first_then_the_sentence_that_holds_it
     assert "\n\n" not in plain.text and answer_spans(evidence, None) == []
 
 
+def test_the_sentence_holding_the_readers_best_span_leads_when_it_scores_close():
+    # No span floor: the span is not stated, but where the reader found it tips a close call between sentences.
+    topical = "The Harbor outage began on Thursday morning at the Rotterdam depot."
+    answering = "Missions were held back because the depot's uplink had lost power."
+    question = "Why were missions held back during the Harbor outage?"
+    overlap = question_word_overlap(question, [topical, answering])
+    cosines = {topical: 0.70, answering: 0.70 - 0.1 + (overlap[0] - overlap[1])}  # the topical one leads by 0.1
+    embed = _embed_with_cosines(question, cosines)
+    plain = [_cand(1, f"{topical} {answering}")]
+    assert extractive_answer(question, plain, embed, max_sentences=1).text == f"{topical} [1]"
+    read = [_with_span(plain[0], "the depot's uplink had lost power", -2.0)]  # a weak span: a hint, still not stated
+    assert extractive_answer(question, read, embed, max_sentences=1).text == f"{answering} [1]"
+    # Only a hint: a sentence far closer to the question (here by 0.4) still leads.
+    far = _embed_with_cosines(question, {topical: 0.70, answering: 0.70 - 0.4 + (overlap[0] - overlap[1])})
+    assert extractive_answer(question, read, far, max_sentences=1).text == f"{topical} [1]"
+
+
+def test_a_long_sentence_holding_the_span_is_cut_at_the_clause_that_holds_it():
+    # The question's words alone would lead from "with" (see above); the span "Ravenna" lies past that
+    # window's end at 12 words, so the cut starts at the clause that holds it.
+    idf = {"treaty": 1.0, "rival": 1.0}
+    assert "Ravenna" not in lead_excerpt(LONG, idf, max_words=12)
+    assert lead_excerpt(LONG, idf, max_words=12, holding="Ravenna") == (
+        "\u2026until at last the peace treaty was signed at Ravenna in 1854\u2026")
+    # A span no clause's window holds leaves the question's words to choose.
+    assert lead_excerpt(LONG, idf, max_words=12, holding="not in it") == lead_excerpt(LONG, idf, max_words=12)
+
+
 def test_spans_reach_the_llm_prompt_as_located_evidence():
     system, user = load_prompts(Config().prompts_dir)
     evidence = [_with_span(_cand(1, "The H2 carries up to 600 kg of payload."), "600 kg", 3.0), _cand(2, "Other.")]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from chatbot.calibrate import LabelledQuestion, choose_floor, fit_calibration, fit_logistic, fit_platt
+from chatbot.calibration import Calibration
 from chatbot.errors import CalibrationError
 
 
@@ -242,6 +243,26 @@ def test_answerability_is_fitted_per_question_and_reads_the_reader_when_it_separ
                                                target_refusal_precision=None)
     assert "best_answer_margin" not in cal_plain.answerability_weights
     assert details_plain["answerability"]["auroc"] < 0.7
+
+
+def test_a_reader_that_reads_only_the_best_ranked_pairs_still_informs_answerability():
+    # A reader with a layer of its own reads the top pairs only: the others carry no margin, and the
+    # question's margin is the best of those read.
+    rng = np.random.default_rng(5)
+    questions = [dataclasses.replace(q, pair_answer_margins=q.pair_answer_margins[:3] + (None,) * 7)
+                 for q in _reader_questions(rng, 300, "answerable") + _reader_questions(rng, 300, "written")]
+    assert all(q.has_reader for q in questions)
+    q = questions[0]
+    assert q.question_features(Calibration(floor=0.0))["best_answer_margin"] == max(q.pair_answer_margins[:3])
+    cal, details = fit_calibration(questions, "m:1", "emb:1", max_false_refusal_rate=0.05,
+                                   target_refusal_precision=None)
+    assert cal.answerability_weights.get("best_answer_margin", 0) > 0
+    assert details["answerability"]["auroc"] > 0.95
+    # Read by no reader at all, a question has no margin, and the candidates that need one are not tried.
+    unread = [dataclasses.replace(q, pair_answer_margins=(None,) * 10) for q in questions]
+    assert not unread[0].has_reader and unread[0].question_features(Calibration(floor=0.0))["best_answer_margin"] is None
+    cal, _ = fit_calibration(unread, "m:1", "emb:1", max_false_refusal_rate=0.05, target_refusal_precision=None)
+    assert "best_answer_margin" not in cal.answerability_weights
 
 
 def test_no_answerability_without_unanswerable_questions():

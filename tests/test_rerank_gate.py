@@ -283,6 +283,13 @@ def test_gate_answers_when_the_evidence_holds_an_answer_and_keeps_at_least_the_f
     assert [c.chunk.id for c in apply_gate(pool, ANSWERABILITY, top_n=5).kept] == ["id0", "id2"]
 
 
+def test_gate_reads_the_margin_of_the_pairs_the_reader_read():
+    # A reader with a layer of its own reads the best-ranked pairs only; the others have no span. The
+    # question's margin is the best read one: sigmoid(4 + 0.5 * 3 - 2) = sigmoid(3.5).
+    pool = [_read(0, 3.0, 3.0, 4.0), _read(1, 2.0, 1.0, 1.0), dataclasses.replace(_read(2, 1.0, 0.0, 0.0), span_score=None)]
+    assert apply_gate(pool, ANSWERABILITY, top_n=5).p_answerable == pytest.approx(1 / (1 + np.exp(-3.5)))
+
+
 def test_answerability_calibration_round_trips_and_says_what_it_needs(tmp_path):
     ANSWERABILITY.save(tmp_path / "cal.json")
     assert Calibration.load(tmp_path / "cal.json") == ANSWERABILITY
