@@ -21,6 +21,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def paragraph_texts(folder: str) -> dict[str, str]:
+    """A BEIR folder's passages by id, as the reranker sees them: title line, then text."""
+    corpus = {}
+    with open(Path(folder) / "corpus.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            corpus[row["_id"]] = f"{row['title']}\n{row['text']}" if row.get("title") else row["text"]
+    return corpus
+
+
 def held_out_questions(folder: str, per_set: int) -> list[tuple[str, str, tuple[str, ...]]]:
     """(question, gold paragraph as the reranker sees it: title line, then text, answers) for up to `per_set`
     held-out answerable questions of a SQuAD-style BEIR folder."""
@@ -29,11 +39,7 @@ def held_out_questions(folder: str, per_set: int) -> list[tuple[str, str, tuple[
 
     name = Path(folder).name
     labelled = load_beir(folder)
-    corpus = {}
-    with open(Path(folder) / "corpus.jsonl", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            corpus[row["_id"]] = f"{row['title']}\n{row['text']}" if row.get("title") else row["text"]
+    corpus = paragraph_texts(folder)
     keep = held_out_filter(name, labelled.queries, 0.2)
     questions = [q for q in labelled.queries if keep(q) and q.answerable and q.answers]
     random.Random(1).shuffle(questions)
