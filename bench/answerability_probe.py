@@ -8,8 +8,8 @@ A state that beats `semantic_logit` here is worth a no-answer head; one that doe
 
     .venv/bin/python bench/answerability_probe.py [MODEL] [--per-set-train 1000] [--per-set-test 300]
 
-Writes bench/results/answerability_probe.md. MODEL defaults to the shipped reranker; it needs a reader with
-a layer of its own (`train-reranker --reader-layers`).
+Writes bench/results/answerability_probe.md. MODEL defaults to the shipped reranker; any model with the
+project's head (`SegmentCosineHead`) works, and the reader's probes need a reader layer of its own.
 """
 
 from __future__ import annotations
@@ -70,24 +70,25 @@ def model_states(ce, pairs, max_length: int = 192, batch_size: int = 32) -> dict
             passage = mask * f["token_type_ids"].to(tokens.dtype)
             question = mask - passage
             blocked = (1.0 - mask)[:, None, None, :] * torch.finfo(tokens.dtype).min
+            out["enc_cls"].append(tokens[:, 0].float().numpy())
+            out["semantic"].append(semantic.float().numpy()[:, None])
+            if not getattr(head, "reader_layers", 0):
+                continue
             read = tokens
             for layer in head.reader_encoder:
                 read = layer(read, attention_mask=blocked)
                 read = read[0] if isinstance(read, tuple) else read
             start, end = head.read_spans(tokens, f["attention_mask"], f["token_type_ids"])
-            out["enc_cls"].append(tokens[:, 0].float().numpy())
             out["reader_cls"].append(read[:, 0].float().numpy())
             out["reader_passage"].append(((read * passage[..., None]).sum(1) / passage.sum(1, keepdim=True)).numpy())
             out["reader_question"].append(((read * question[..., None]).sum(1) / question.sum(1, keepdim=True)).numpy())
-            out["semantic"].append(semantic.float().numpy()[:, None])
             out["span"].append((start.max(1).values + end.max(1).values).numpy()[:, None])
-    return {k: np.concatenate(v) for k, v in out.items()}
+    return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
 def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
-    from chatbot.cross_encoder import reader_layer_count
     from chatbot.metrics import auroc
     from chatbot.rerank import Reranker
 
@@ -97,14 +98,16 @@ def main() -> None:
     parser.add_argument("--per-set-test", type=int, default=300)
     args = parser.parse_args()
     ce = Reranker(args.model, max_length=192).model  # fp32: probes compare states, not int8 noise
-    if not reader_layer_count(ce):
-        sys.exit("the model has no reader layer of its own: train one with train-reranker --reader-layers 1")
+    if len(list(ce.children())) < 2 or not hasattr(ce[1], "relevance"):
+        sys.exit("the probes read a SegmentCosineHead model's semantic logit: this model has none")
     train = [p for s in SETS for p in own_paragraph_pairs(s, False, args.per_set_train, seed=2)]
     tests = {Path(s).name: own_paragraph_pairs(s, True, args.per_set_test, seed=1) for s in SETS}
     x_train, y_train = model_states(ce, train), np.array([label for *_, label in train])
     x_tests = {name: (model_states(ce, pairs), np.array([label for *_, label in pairs])) for name, pairs in tests.items()}
     rows = []
     for name, keys in PROBES.items():
+        if not set(keys) <= set(x_train):  # the reader's probes, for a model without a reader layer
+            continue
         x = np.hstack([x_train[k] for k in keys])
         mean, std = x.mean(0), x.std(0) + 1e-6
         probe = LogisticRegression(C=0.1, max_iter=2000).fit((x - mean) / std, y_train)
