@@ -68,10 +68,17 @@ def test_the_answers_first_sentence_states_the_fact(pipeline, q):
         assert needle in lead, lead
 
 
-@pytest.mark.parametrize("q", OFF_TOPIC + [pytest.param(q, marks=pytest.mark.xfail(
+# Of the uncovered ones the dog question is refused, and must stay so; parental leave and the dress code sit
+# beside sections on annual leave and the Lisbon office, and clear the floor (non-strict: a fix shows as XPASS).
+_NOT_YET_REFUSED = frozenset(q["question"] for q in UNCOVERED if "parental" in q["question"] or "dress" in q["question"])
+_ON_TOPIC_MISS = pytest.mark.xfail(
     reason="on-topic questions the KB does not answer are refused only in part (in-domain AUROC 0.66 on unseen articles)",
-    strict=False)) for q in UNCOVERED],
-    ids=[q["question"][:30] for q in OFF_TOPIC + UNCOVERED])
+    strict=False)
+
+
+@pytest.mark.parametrize("q", OFF_TOPIC + [pytest.param(q, marks=[_ON_TOPIC_MISS] * (q["question"] in _NOT_YET_REFUSED))
+                                           for q in UNCOVERED],
+                         ids=[q["question"][:30] for q in OFF_TOPIC + UNCOVERED])
 def test_unanswerable_question_is_refused_by_the_floor(pipeline, q):
     result = pipeline.ask(q["question"])
     gate = result.gate
