@@ -69,16 +69,12 @@ def model_states(ce, pairs, max_length: int = 192, batch_size: int = 32) -> dict
             mask = f["attention_mask"].to(tokens.dtype)
             passage = mask * f["token_type_ids"].to(tokens.dtype)
             question = mask - passage
-            blocked = (1.0 - mask)[:, None, None, :] * torch.finfo(tokens.dtype).min
             out["enc_cls"].append(tokens[:, 0].float().numpy())
             out["semantic"].append(semantic.float().numpy()[:, None])
             if not getattr(head, "reader_layers", 0):
                 continue
-            read = tokens
-            for layer in head.reader_encoder:
-                read = layer(read, attention_mask=blocked)
-                read = read[0] if isinstance(read, tuple) else read
-            start, end = head.read_spans(tokens, f["attention_mask"], f["token_type_ids"])
+            read = head.reader_states(tokens, f["attention_mask"])
+            start, end = head.span_logits(read, f["attention_mask"], f["token_type_ids"])
             out["reader_cls"].append(read[:, 0].float().numpy())
             out["reader_passage"].append(((read * passage[..., None]).sum(1) / passage.sum(1, keepdim=True)).numpy())
             out["reader_question"].append(((read * question[..., None]).sum(1) / question.sum(1, keepdim=True)).numpy())

@@ -83,6 +83,10 @@ def best_span_only(r):
     return r["holds_span"] & best
 
 
+def span_hint(w):  # the shipped score, + w for the sentences that hold the best reader span
+    return lambda r: shipped(r) + w * best_span_only(r)
+
+
 VARIANTS = {
     "sentence score, lead from the first chunk": (shipped, True),
     "sentence score, lead from any kept chunk": (shipped, False),
@@ -92,14 +96,12 @@ VARIANTS = {
        for w in (0.25, 0.5, 1.0)},
     **{f"+ {w} x sentence reader margin / 10": ((lambda r, w=w: shipped(r) + w * r["sentence_margin"] / 10), True)
        for w in (0.25, 0.5, 1.0)},
-    **{f"+ {w} if it holds the best reader span": ((lambda r, w=w: shipped(r) + w * best_span_only(r)), True)
-       for w in (0.1, 0.3, 1.0)},
+    **{f"+ {w} if it holds the best reader span": (span_hint(w), True) for w in (0.1, 0.3, 1.0)},
     **{f"+ {w} x sigmoid(span margin) if it holds its chunk's span":
        ((lambda r, w=w: shipped(r) + w * r["holds_span"] * sigmoid(r["span_margin"])), True) for w in (0.1, 0.3, 1.0)},
     # The reader with a layer of its own (2026-11-29 build) finds spans at F1 ~46: the same bonuses, the lead
     # taken from any kept chunk as shipped.
-    **{f"any kept chunk, + {w} if it holds the best reader span": ((lambda r, w=w: shipped(r) + w * best_span_only(r)), False)
-       for w in (0.1, 0.2, 0.3, 0.5, 1.0)},
+    **{f"any kept chunk, + {w} if it holds the best reader span": (span_hint(w), False) for w in (0.1, 0.2, 0.3, 0.5, 1.0)},
     **{f"any kept chunk, + {w} x sigmoid(span margin) if it holds its chunk's span":
        ((lambda r, w=w: shipped(r) + w * r["holds_span"] * sigmoid(r["span_margin"])), False) for w in (0.1, 0.3, 1.0)},
     "oracle within the first chunk": ((lambda r: r["holds_answer"].astype(float)), True),
@@ -110,12 +112,12 @@ VARIANTS = {
 CUT = {  # the lead as shipped: a long sentence shown from the clause that holds the question's words
     "sentence score, any kept chunk, a long sentence cut at that clause (shipped)": (shipped, False),
     "oracle within every kept chunk, cut as shipped": ((lambda r: r["holds_answer_cut"].astype(float)), False),
-    **{f"any kept chunk, + {w} if it holds the best reader span, cut as shipped":
-       ((lambda r, w=w: shipped(r) + w * best_span_only(r)), False) for w in (0.1, 0.2, 0.3)},
+    **{f"any kept chunk, + {w} if it holds the best reader span, cut as shipped": (span_hint(w), False)
+       for w in (0.1, 0.2, 0.3)},
 }
 SPAN_CUT = {  # a long sentence that holds the reader's span shown from the clause that holds the span
-    f"any kept chunk, + {w} if it holds the best reader span, cut at the span's clause":
-    ((lambda r, w=w: shipped(r) + w * best_span_only(r)), False) for w in (0.1, 0.2, 0.3)}
+    f"any kept chunk, + {w} if it holds the best reader span, cut at the span's clause": (span_hint(w), False)
+    for w in (0.1, 0.2, 0.3)}
 
 
 def lead_rate(rows, score, first_only: bool, column: str = "holds_answer") -> float:

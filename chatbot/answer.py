@@ -578,13 +578,12 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
     sentences, judged = quotable_sentences(evidence)
     score = sentence_scores(question, evidence, sentences, judged, embed)
     spans = answer_spans(evidence, span_floor)
-    if spans:  # the sentence that holds the best span comes first among the quotes
-        best_chunk, best_text = spans[0]
-        holder = [k for k, (i, sentence) in enumerate(sentences) if i == best_chunk and best_text in sentence]
-        score[holder[:1]] = np.inf
+    # The sentence that holds the reader's best span: first among the quotes when the span is stated (the
+    # stated spans start with that best one), else a close call tips its way.
     located = best_located_span(evidence)
-    located_in = [k for k, (i, sentence) in enumerate(sentences) if located and i == located[0] and located[1] in sentence]
-    score[located_in[:1]] += SPAN_LEAD_BONUS
+    located_in = [k for k, (i, sentence) in enumerate(sentences)
+                  if located and i == located[0] and located[1] in sentence][:1]
+    score[located_in] = np.inf if spans else score[located_in] + SPAN_LEAD_BONUS
     # The lead: the sentence that holds the span, else the best-scoring sentence of any kept chunk (each
     # chunk's p_relevant is in its sentences' scores). Keeping it to the reranker's first chunk led with a
     # gold answer less often (held-out SQuAD articles 0.672 -> 0.679 and 0.675 -> 0.691, the sample knowledge
@@ -605,7 +604,7 @@ def extractive_answer(question: str, evidence: Sequence[Candidate], embed: Calla
     # (eval, squad2-extra) and 0.689 -> 0.695 of 318 (squad2); bench/results/lead_sentence.md.
     if not lead:
         excerpt = lead_excerpt(sentences[best][1], question_term_idf(question, judged),
-                               holding=located[1] if best in located_in[:1] else None)
+                               holding=located[1] if best in located_in else None)
         lead = f"{excerpt} {cite(sentences[best][0])}" if excerpt else ""
     quotes = " ".join(f"{sentences[k][1]} {cite(sentences[k][0])}" for k in chosen)
     text = f"{lead}\n\n{quotes}" if lead else quotes

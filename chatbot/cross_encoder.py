@@ -127,13 +127,21 @@ class SegmentCosineHead(Module):
     def read_spans(self, tokens: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
         """Start and end logits over the tokens (NOT_A_SPAN outside the passage) from the encoder's token
         states, through the reader's own layers when it has them."""
-        mask = attention_mask.to(tokens.dtype)
+        return self.span_logits(self.reader_states(tokens, attention_mask), attention_mask, token_type_ids)
+
+    def reader_states(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The token states the span layer reads: the encoder's, through the reader's own layers when it has them."""
         if self.reader_layers:
             # additive attention mask: padding is never attended to
-            blocked = (1.0 - mask)[:, None, None, :] * torch.finfo(tokens.dtype).min
+            blocked = (1.0 - attention_mask.to(tokens.dtype))[:, None, None, :] * torch.finfo(tokens.dtype).min
             for layer in self.reader_encoder:
                 tokens = layer(tokens, attention_mask=blocked)
-        start, end = self.span(tokens).float().unbind(-1)
+        return tokens
+
+    def span_logits(self, states: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
+        """Start and end logits (NOT_A_SPAN outside the passage) from `reader_states`."""
+        mask = attention_mask.to(states.dtype)
+        start, end = self.span(states).float().unbind(-1)
         outside = (mask * token_type_ids.to(mask.dtype)) < 0.5  # question, special and padding tokens start no span
         return start.masked_fill(outside, NOT_A_SPAN), end.masked_fill(outside, NOT_A_SPAN)
 
