@@ -590,7 +590,7 @@ def cmd_train_reranker(args) -> int:
                              group_size=args.group_size, groups_per_step=args.groups_per_step,
                              threads=args.threads, init=args.init or "",
                              reader=args.reader or bool(args.reader_layers), span_pairs=args.span_pairs,
-                             reader_layers=args.reader_layers, device=args.device,
+                             reader_layers=args.reader_layers, device=args.device, answer_stripped=args.answer_stripped,
                              lexical=(bool(args.init) or args.head == "segment-cosine") and not args.no_lexical)
     if args.examples:
         try:
@@ -881,6 +881,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leave-gold-out", type=float, default=0.3, metavar="FRACTION",
                    help="share of answerable training questions that also train as unanswerable, with their "
                         "relevant passages taken out of the pool (default 0.3)")
+    p.add_argument("--answer-stripped", type=float, default=0.0, metavar="FRACTION",
+                   help="share of answerable training questions (with gold answer texts) that also train as "
+                        "unanswerable, asked of their passage with the answer's sentences removed (default 0)")
     p.add_argument("--reader", action="store_true",
                    help="also train the reader: answer span (start/end) and no-answer logits in the same pass, "
                         "from the sets' `answers` (segment-cosine head)")

