@@ -55,7 +55,8 @@ def pair_scores(ce, pairs, max_length: int = 192, window: int = 32, batch_size: 
     """Per (question, passage): the model's `rerank_logit` and `semantic_logit` (fp32), and two scores that read
     where in the passage the question's match is, from the same token states, untrained: `token maxsim` (each
     question token's best cosine over the passage's tokens, averaged: ColBERT's late interaction) and `best window`
-    (the question's mean token against each `window`-token stretch of the passage, the best cosine). The head's
+    (the question's mean token against each `window`-token stretch of the passage, the best cosine); for a model
+    whose reader has a layer of its own, the reader's best start + end logit and its margin over no-answer. The head's
     cosine compares the question with the whole passage's mean, which one missing sentence barely moves."""
     import torch
 
@@ -70,6 +71,11 @@ def pair_scores(ce, pairs, max_length: int = 192, window: int = 32, batch_size: 
             scored = ce[1].relevance({**f, "token_embeddings": tokens})
             out["rerank_logit"] += scored["scores"].reshape(-1).tolist()
             out["semantic_logit"] += scored.get("semantic_logit", scored["scores"].reshape(-1)).tolist()
+            if getattr(ce[1], "reader_layers", 0):  # the reader's own layer: local by construction
+                start, end = ce[1].read_spans(tokens, f["attention_mask"], f["token_type_ids"])
+                span = start.max(1).values + end.max(1).values
+                out.setdefault("reader span score", []).extend(span.tolist())
+                out.setdefault("reader margin", []).extend((span - 2 * scored["null_logit"].reshape(-1)).tolist())
             for row in range(len(batch)):
                 kept, types = f["attention_mask"][row].bool(), f["token_type_ids"][row]
                 at = torch.arange(len(kept))

@@ -649,16 +649,20 @@ class ReaderPairs:
     targets: object  # [pairs, 2] first and last answer token; -1 for "no answer here"
 
 
-def reader_pairs(examples: Sequence[TrainingExample], rng: random.Random) -> list[tuple[str, str, tuple[str, ...]]]:
+def reader_pairs(examples: Sequence[TrainingExample], rng: random.Random,
+                 answer_stripped: float = 0.0) -> list[tuple[str, str, tuple[str, ...]]]:
     """(question, passage, gold answers) to read: a passage that holds a gold answer for each question that
     has one, and a third as many that do not answer (the hardest negative of questions drawn at random,
-    answerable or not; answers () for those)."""
+    answerable or not; answers () for those); with `answer_stripped`, also that share of the answering
+    passages with the answer's sentences removed, as "no answer here" (`answer_stripped_examples`)."""
     answering = [(e.question, p, e.answers) for e in examples if e.answerable and e.answers
                  for p in e.positives[:1]]
     with_negatives = [e for e in examples if e.negatives]
     silent = [(e.question, e.negatives[0], ()) for e in rng.sample(with_negatives, min(len(with_negatives),
                                                                                           len(answering) // 3))]
-    return answering + silent
+    stripped = [(e.question, e.negatives[0], ())
+                for e in answer_stripped_examples(examples, answer_stripped, rng.randrange(2 ** 32))]
+    return answering + silent + stripped
 
 
 def encode_reader_pairs(ce, pairs, max_length: int, batch_size: int = 32) -> ReaderPairs:
@@ -730,7 +734,8 @@ def train_reader(examples: Sequence[TrainingExample], settings: TrainSettings, o
                                    {"params": top_params, "lr": settings.head_lr}], weight_decay=0.01)
     base_lrs = [settings.reader_lr, settings.head_lr]
     # The pairs are drawn from the seed alone, so a resumed run encodes the same ones.
-    data = encode_reader_pairs(ce, reader_pairs(examples, random.Random(settings.seed)), settings.max_length)
+    data = encode_reader_pairs(ce, reader_pairs(examples, random.Random(settings.seed), settings.answer_stripped),
+                               settings.max_length)
     step = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])

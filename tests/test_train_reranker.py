@@ -475,3 +475,19 @@ def test_answer_stripped_training_puts_the_passage_without_its_answer_below_the_
         intact, stripped = ce.predict([(question, passage), (question, strip_answer(passage, [answer]))],
                                       activation_fn=torch.nn.Identity())
         assert intact > summary["null_logit"] > stripped
+
+
+def test_the_reader_also_reads_passages_without_their_answer_as_no_answer():
+    import random
+
+    from chatbot.train import reader_pairs, strip_answer
+
+    passage = "Teams met at the stadium in February. Denver won the game 24-10."
+    examples = [TrainingExample("Who won?", (passage,), ("Other text about teams.",), ("Denver",)),
+                TrainingExample("Who lost?", (), ("Carolina played there.",))]
+    plain = reader_pairs(examples, random.Random(0))
+    assert ("Who won?", passage, ("Denver",)) in plain and all(p[1] != strip_answer(passage, ["Denver"]) for p in plain)
+    assert reader_pairs(examples, random.Random(0), 0.0) == plain
+    with_stripped = reader_pairs(examples, random.Random(0), 1.0)
+    assert with_stripped[:len(plain)] == plain
+    assert with_stripped[len(plain):] == [("Who won?", "Teams met at the stadium in February.", ())]
