@@ -4,9 +4,9 @@ through `Reranker` as the product reads (fp32 here, so models compare without in
 reader from retrieval and refusal, which `chatbot eval`'s span F1 mixes in.
 
     .venv/bin/python bench/reader_gold_f1.py MODEL [MODEL ...]   # e.g. shipped /tmp/candidate
-        [--sets ../shared/eval/squad2 ../shared/eval/squad2-extra] [--per-set 400]
+        [--sets ../shared/eval/squad2 ../shared/eval/squad2-extra] [--per-set 400] [--out FILE]
 
-Writes bench/results/reader_gold_f1.md.
+Writes bench/results/reader_gold_f1.md unless --out says otherwise.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=[str(ROOT.parent / "shared/eval/squad2"),
                                                        str(ROOT.parent / "shared/eval/squad2-extra")])
     parser.add_argument("--per-set", type=int, default=400)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "reader_gold_f1.md"),
+                        help="where the table goes (a candidate's run need not overwrite the shipped model's)")
     args = parser.parse_args()
     rows = ["| model | " + " | ".join(f"{Path(s).name} EM / F1" for s in args.sets) + " |",
             "|---|" + "---|" * len(args.sets)]
@@ -81,8 +83,7 @@ def main() -> None:
         rows.append(f"| {model} | " + " | ".join(cells) + " |")
     text = ("Reader span EM / F1 on the gold paragraph of held-out answerable questions (by article), fp32\n"
             "(`bench/reader_gold_f1.py`):\n\n" + "\n".join(rows) + "\n")
-    out = ROOT / "bench" / "results" / "reader_gold_f1.md"
-    out.write_text(text, encoding="utf-8")
+    Path(args.out).write_text(text, encoding="utf-8")
     print(text)
 
 
