@@ -17,7 +17,6 @@ MODEL defaults to the shipped reranker; pass several to compare a trained candid
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from pathlib import Path
 
@@ -33,17 +32,11 @@ def held_out_pairs(folder: str, per_kind: int, seed: int = 1, held_out: bool = T
     """(question, own paragraph, the paragraph with its answer removed or None) for answerable held-out questions,
     and (question, the paragraph it was written from) for unanswerable ones, up to `per_kind` each (of the
     training articles instead with `held_out` False: what a model learned, beside what transfers)."""
-    from chatbot.evaluate import held_out_filter
     from chatbot.train import strip_answer
-    from ingest.beir import load_beir
 
-    from reader_gold_f1 import paragraph_texts  # bench/ is on the path: a sibling script
+    from answerability_probe import split_questions  # bench/ is on the path: a sibling script
 
-    data = load_beir(folder)
-    corpus = paragraph_texts(folder)
-    keep = held_out_filter(data.name, data.queries, 0.2)
-    questions = [q for q in data.queries if keep(q) == held_out]
-    random.Random(seed).shuffle(questions)
+    questions, corpus = split_questions(folder, held_out, seed)
     answerable = [(q.text, corpus[min(q.relevant)], strip_answer(corpus[min(q.relevant)], q.answers))
                   for q in questions if q.answerable and q.relevant and q.answers][:per_kind]
     unanswerable = [(q.text, corpus[q.written_from]) for q in questions
@@ -105,14 +98,13 @@ def main() -> None:
         ce = Reranker(model, max_length=192).model  # fp32
         cells: dict[str, list[str]] = {}
         for answerable, unanswerable in sets.values():
-            kept = [(q, p, s) for q, p, s in answerable if s]
+            strippable = np.array([s is not None for *_, s in answerable])
             intact = pair_scores(ce, [(q, p) for q, p, _ in answerable])
             written = pair_scores(ce, unanswerable)
-            intact_kept = pair_scores(ce, [(q, p) for q, p, _ in kept])
-            removed = pair_scores(ce, [(q, s) for q, _, s in kept])
+            removed = pair_scores(ce, [(q, s) for q, _, s in answerable if s is not None])
             for score in intact:
                 cells.setdefault(score, []).extend([f"{auroc(intact[score], written[score]):.3f}",
-                                                    f"{auroc(intact_kept[score], removed[score]):.3f}"])
+                                                    f"{auroc(intact[score][strippable], removed[score]):.3f}"])
         for score, values in cells.items():
             rows.append(f"| `{model}` | {score} | " + " | ".join(values) + " |")
             print(rows[-1], flush=True)

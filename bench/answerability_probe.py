@@ -32,19 +32,25 @@ PROBES = {"semantic_logit": ["semantic"], "semantic_logit + span score": ["seman
           ["reader_cls", "reader_passage", "reader_question", "semantic", "span"]}
 
 
-def own_paragraph_pairs(folder: str, held_out: bool, per_kind: int, seed: int) -> list[tuple[str, str, int]]:
-    """(question, paragraph, answerable?) for up to `per_kind` answerable and as many unanswerable questions
-    of one side of eval's split."""
+def split_questions(folder: str, held_out: bool, seed: int):
+    """One side of eval's split (by article) of a SQuAD-style folder, its questions shuffled by `seed`, and the
+    folder's passages by id as the reranker sees them."""
     from chatbot.evaluate import held_out_filter
     from ingest.beir import load_beir
 
     from reader_gold_f1 import paragraph_texts  # bench/ is on the path: a sibling script
 
     data = load_beir(folder)
-    corpus = paragraph_texts(folder)
     keep = held_out_filter(data.name, data.queries, 0.2)
     questions = [q for q in data.queries if keep(q) == held_out]
     random.Random(seed).shuffle(questions)
+    return questions, paragraph_texts(folder)
+
+
+def own_paragraph_pairs(folder: str, held_out: bool, per_kind: int, seed: int) -> list[tuple[str, str, int]]:
+    """(question, paragraph, answerable?) for up to `per_kind` answerable and as many unanswerable questions
+    of one side of eval's split."""
+    questions, corpus = split_questions(folder, held_out, seed)
     answerable = [(q.text, corpus[min(q.relevant)], 1) for q in questions if q.answerable and q.relevant]
     unanswerable = [(q.text, corpus[q.written_from], 0) for q in questions
                     if not q.answerable and q.written_from in corpus]
