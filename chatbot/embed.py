@@ -6,6 +6,7 @@ network. Any other sentence-transformers hub id or local path is passed through 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import cached_property
 from typing import Sequence
 
@@ -29,12 +30,14 @@ def resolve_embedder_path(name: str) -> str:
 
 
 class Embedder:
-    def __init__(self, name: str, batch_size: int = 16, device: str = "cpu"):
+    def __init__(self, name: str, batch_size: int = 16, device: str = "cpu", cache_size: int = 4096):
         self.name = name
         self.batch_size = batch_size
         self.device = device
         self._model = Lazy(self._load)
         self._thread = OwnThread("embedder")
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @property
     def model(self):
@@ -67,6 +70,26 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return self._thread.run(self._embed, texts)
+
+    def embed_sentences(self, texts: Sequence[str]) -> np.ndarray:
+        """Like `embed_documents`, through a bounded cache: the located stage embeds the best chunks' sentences
+        and the extractive answer embeds the same ones again, and questions of one topic meet the same chunks."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._thread.run(self._embed_cached, texts)
+
+    def _embed_cached(self, texts: Sequence[str]) -> np.ndarray:
+        # Runs on the embedder's own thread, like every encode, so the cache needs no lock.
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            for text, vector in zip(missing, self._embed(missing)):
+                self._cache[text] = vector
+        for text in texts:
+            self._cache.move_to_end(text)
+        vectors = np.stack([self._cache[t] for t in texts])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return vectors
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,

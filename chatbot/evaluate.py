@@ -61,6 +61,7 @@ class QueryOutcome:
     pair_coverages: tuple[float, ...]  # every reranked chunk's term coverage of the question
     pair_semantic_logits: tuple[float | None, ...] = ()  # every reranked chunk's semantic logit, if the model has one
     pair_answer_margins: tuple[float | None, ...] = ()  # every reranked chunk's reader margin, if the model has a reader
+    pair_sentence_cosines: tuple[float | None, ...] = ()  # the closest sentence's cosine (best-ranked chunks only)
     p_answerable: float | None = None  # when the calibration judges answerability
     refused: bool = False  # the product's decision
     # the reader's best span (highest margin, shown or not) among the evidence (or the first read chunks, if refused)
@@ -189,7 +190,7 @@ def run_queries(pipeline: Pipeline, queries: Sequence[LabelledQuery], batch_size
             best = max(spoken, key=lambda c: c.answer_margin) if spoken else None
             lead = ""
             if answers and q.answers and not refused:
-                lead = lead_sentence(extractive_answer(q.text, ev.gate.kept, pipeline.embedder.embed_documents,
+                lead = lead_sentence(extractive_answer(q.text, ev.gate.kept, pipeline.embedder.embed_sentences,
                                                        span_floor=ev.gate.answer_span_floor).text)
             outcomes.append(QueryOutcome(
                 query=q, rankings=rankings, pool_size=len(ranked),
@@ -202,6 +203,7 @@ def run_queries(pipeline: Pipeline, queries: Sequence[LabelledQuery], batch_size
                 pair_coverages=tuple(c.term_coverage for c in read),
                 pair_semantic_logits=tuple(c.semantic_logit for c in read),
                 pair_answer_margins=tuple(c.answer_margin for c in read),
+                pair_sentence_cosines=tuple(c.sentence_cosine for c in read),
                 p_answerable=ev.gate.p_answerable, refused=refused,
                 predicted_span=best.answer_text if best else None,
                 predicted_span_margin=best.answer_margin if best else None, shown_lead=lead,
@@ -247,7 +249,8 @@ def refusal_report(outcomes: Sequence[QueryOutcome], floor: float) -> dict:
         if any(not o.query.answerable for o in subset):
             numbers = _refusal_numbers(subset, floor)
             by_kind[kind] = {k: numbers[k] for k in ("n_unanswerable", "auroc_decision_score", "auroc_top_p_relevant",
-                                                     "auroc_top_bm25", "auroc_top_cosine", "at_floor")}
+                                                     "auroc_top_bm25", "auroc_top_cosine",
+                                                     "auroc_top_sentence_cosine", "at_floor")}
     report["by_unanswerable_kind"] = by_kind
     keywords = [o for o in outcomes if o.query.id.startswith(KEYWORD_PREFIX)]
     if keywords:  # the same questions asked as keywords, apart
@@ -273,6 +276,7 @@ def _refusal_numbers(outcomes: Sequence[QueryOutcome], floor: float) -> dict:
         neg = [p for p, a in zip(values, answerable) if not a]
         return metrics.auroc(pos, neg) if pos and neg else None
 
+    located = [max((c for c in o.pair_sentence_cosines if c is not None), default=None) for o in outcomes]
     curve = metrics.risk_coverage(scores, answerable)
     step = max(1, len(curve) // 50)
     refused = np.array([o.refused for o in outcomes], dtype=bool)
@@ -283,6 +287,8 @@ def _refusal_numbers(outcomes: Sequence[QueryOutcome], floor: float) -> dict:
         "auroc_top_p_relevant": separation(top_p),
         "auroc_top_bm25": separation([o.top_bm25 for o in outcomes]),
         "auroc_top_cosine": separation([o.top_cosine for o in outcomes]),
+        # the located stage's best closest-sentence cosine (None unless every question was located)
+        "auroc_top_sentence_cosine": separation(located) if all(v is not None for v in located) else None,
         "at_floor": metrics.refusal_decisions(refused, answerable, floor),
         "risk_coverage": curve[::step] + ([curve[-1]] if curve and (len(curve) - 1) % step else []),
     }
@@ -435,14 +441,15 @@ def summary_table(report: dict) -> str:
     lines.append(f"answerable {ref['n_answerable']}, unanswerable {ref['n_unanswerable']}; AUROC of the top score: "
                  f"{ref['decision_score']} {fmt(ref['auroc_decision_score'])}, p_relevant "
                  f"{fmt(ref['auroc_top_p_relevant'])}, BM25 {fmt(ref['auroc_top_bm25'])}, "
-                 f"cosine {fmt(ref['auroc_top_cosine'])}")
+                 f"cosine {fmt(ref['auroc_top_cosine'])}, closest sentence {fmt(ref.get('auroc_top_sentence_cosine'))}")
     lines.append(f"at floor {report['floor']:.3f} ({ref['decision_score']}): refusal precision "
                  f"{at['refusal_precision']:.3f}, refusal recall {at['refusal_recall']:.3f}, false refusals "
                  f"{at['false_refusal_rate']:.3f}, coverage {at['coverage']:.3f}")
     for kind, numbers in ref.get("by_unanswerable_kind", {}).items():
         lines.append(f"  {kind.replace('_', '-')} unanswerable ({numbers['n_unanswerable']}): AUROC "
                      f"{ref['decision_score']} {fmt(numbers['auroc_decision_score'])}, BM25 "
-                     f"{fmt(numbers['auroc_top_bm25'])}; at the floor refusal precision "
+                     f"{fmt(numbers['auroc_top_bm25'])}, closest sentence {fmt(numbers.get('auroc_top_sentence_cosine'))}; "
+                     f"at the floor refusal precision "
                      f"{numbers['at_floor']['refusal_precision']:.3f}, recall {numbers['at_floor']['refusal_recall']:.3f}")
     if ref.get("keyword_queries"):
         k = ref["keyword_queries"]

@@ -34,7 +34,8 @@ def apply_gate(reranked: Sequence[Candidate], calibration: Calibration, top_n: i
         return GateResult(floor=calibration.floor, top_n=top_n, ranked=scored + unread, kept=kept,
                           answer_span_floor=calibration.answer_span_floor)
     p_answerable = calibration.p_answerable(question_features(
-        logits, features["semantic_logit"], features["cosine_similarity"], [c.answer_margin for c in read], probs))
+        logits, features["semantic_logit"], features["cosine_similarity"], [c.answer_margin for c in read], probs,
+        [c.sentence_cosine for c in read]))
     if p_answerable < calibration.answerability_floor:
         kept = ()
     elif not kept:

@@ -14,10 +14,11 @@ from typing import Iterator
 from chatbot.answer import (ChatLLM, OpenAIChat, build_prompt, extractive_answer, grounding_problem, load_prompts,
                             may_become_no_answer, reply_to_answer)
 from chatbot.calibration import Calibration
-from chatbot.config import SHIPPED_RERANKER, SHIPPED_RERANKER_DIR, Config
+from chatbot.config import SHIPPED_CALIBRATIONS, SHIPPED_RERANKER, SHIPPED_RERANKER_DIR, Config
 from chatbot.embed import Embedder
 from chatbot.errors import ChatbotError, EmptyQuestion, LLMError, StoreError, UngroundedAnswer
 from chatbot.gate import apply_gate
+from chatbot.locate import closest_sentences
 from chatbot.record import ask_record
 from chatbot.rerank import Reranker
 from chatbot.retrieve import HybridRetriever, Retrieval
@@ -52,10 +53,10 @@ class AnswerDelta:
 
 
 def default_calibration_path(config: Config) -> Path | None:
+    if config.reranker == SHIPPED_RERANKER and config.calibration in SHIPPED_CALIBRATIONS:
+        return SHIPPED_RERANKER_DIR / SHIPPED_CALIBRATIONS[config.calibration]
     if config.calibration:
         return Path(config.calibration)
-    if config.reranker == SHIPPED_RERANKER:
-        return SHIPPED_RERANKER_DIR / "calibration.json"
     return None
 
 
@@ -78,8 +79,13 @@ class _Clock:
 
 class Pipeline:
     def __init__(self, config: Config, *, store: ChunkStore, embedder: Embedder, reranker: Reranker,
-                 calibration: Calibration, llm: ChatLLM | None = None, traces: TraceStore | None = None):
+                 calibration: Calibration, llm: ChatLLM | None = None, traces: TraceStore | None = None,
+                 locate: bool | None = None):
+        """`locate`: whether questions go through the located stage (`chatbot.locate`); None, only when the
+        calibration's P(answerable) reads its closest-sentence cosine (the stage embeds the best chunks'
+        sentences, a cost only worth paying for a reason). Evaluation and calibration always locate."""
         self.config = config
+        self.locate = locate
         self.store = store
         self.embedder = embedder
         self.reranker = reranker
@@ -115,19 +121,24 @@ class Pipeline:
                    reranker=reranker, calibration=calibration, llm=llm,
                    traces=TraceStore(store) if config.traces else None)
 
+    @property
+    def locates_sentences(self) -> bool:
+        return self.calibration.reads_sentence_cosine if self.locate is None else self.locate
+
     def with_table(self, table: str) -> "Pipeline":
         """The same models, calibration and LLM over another table of chunks (evaluating several sets
         loads the models once)."""
         config = dataclasses.replace(self.config, table=table)
         store = ChunkStore(config.db_uri, table, config.storage)
         return Pipeline(config, store=store, embedder=self.embedder, reranker=self.reranker,
-                        calibration=self.calibration, llm=self.llm, traces=TraceStore(store) if config.traces else None)
+                        calibration=self.calibration, llm=self.llm, traces=TraceStore(store) if config.traces else None,
+                        locate=self.locate)
 
     def with_calibration(self, calibration: Calibration) -> "Pipeline":
         """The same knowledge base and models under another calibration, storing no traces (what
         replay asks with: re-asking a stored question must not add a trace of its own)."""
         return Pipeline(dataclasses.replace(self.config, traces=False), store=self.store, embedder=self.embedder,
-                        reranker=self.reranker, calibration=calibration, llm=None, traces=None)
+                        reranker=self.reranker, calibration=calibration, llm=None, traces=None, locate=self.locate)
 
     @property
     def prompts(self) -> tuple[str, str]:
@@ -190,7 +201,7 @@ class Pipeline:
             else:
                 note = None
             kwargs = {"note": note} if note else {}
-            outcome = extractive_answer(question, gate.kept, self.embedder.embed_documents,
+            outcome = extractive_answer(question, gate.kept, self.embedder.embed_sentences,
                                         span_floor=gate.answer_span_floor, **kwargs)
         clock.lap("answer_ms", t)
         clock.timings["total_ms"] = round(sum(v for k, v in clock.timings.items() if k != "first_token_ms"), 2)
@@ -258,6 +269,9 @@ class Pipeline:
         reranked = self.reranker.rerank(question, retrieval.pool, self.config.rerank_depth,
                                         scope=cache_scope(viewer))
         t = clock.lap("rerank_ms", t)
+        if self.locates_sentences:
+            reranked = closest_sentences(query_vector, reranked, self.embedder.embed_sentences, self.config.top_n)
+            t = clock.lap("locate_ms", t)
         gate = apply_gate(reranked, self.calibration, self.config.top_n)
         clock.lap("gate_ms", t)
         return Evidence(retrieval, gate, clock.timings)

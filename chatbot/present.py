@@ -19,8 +19,8 @@ REFUSAL_TEXT = "I don't have evidence for that."
 STATUS_LABELS = {"kept": "kept", "below_floor": "below floor", "cut_by_top_n": "cut by top-n",
                  "not_reranked": "past rerank depth"}
 TABLE_HEADERS = ["#", "status", "cited", "p_relevant", "ranking_score", "rerank_logit", "semantic_logit",
-                 "span_score", "null_score", "answer", "rrf_score", "bm25_score", "vector_distance", "term_coverage",
-                 "document", "heading"]
+                 "span_score", "null_score", "answer", "sentence_cosine", "rrf_score", "bm25_score", "vector_distance",
+                 "term_coverage", "document", "heading"]
 
 
 def where(chunk: Chunk) -> str:
@@ -97,7 +97,7 @@ def candidate_rows(gate: GateResult, cited: Sequence[Chunk] = ()) -> list[list[s
         cited_as = f"[{cited_ids.index(c.chunk.id) + 1}]" if c.chunk.id in cited_ids else ""
         rows.append([str(rank), STATUS_LABELS[gate.status(c.chunk.id)], cited_as, _fmt(c.p_relevant, 4),
                      _fmt(c.ranking_score), _fmt(c.rerank_logit), _fmt(c.semantic_logit), _fmt(c.span_score, 2),
-                     _fmt(c.null_score, 2), c.answer_text or "", _fmt(c.rrf_score, 4),
+                     _fmt(c.null_score, 2), c.answer_text or "", _fmt(c.sentence_cosine), _fmt(c.rrf_score, 4),
                      _fmt(c.bm25_score), _fmt(c.vector_distance), _fmt(c.term_coverage, 2),
                      display_path(c.chunk.doc_path), where(c.chunk)])
     return rows
@@ -139,6 +139,8 @@ def chunk_markdown(candidate: Candidate, status: str) -> str:
     scores = f"p_relevant {_fmt(candidate.p_relevant, 4)}"
     if candidate.span_score is not None:
         scores += f" · span {_fmt(candidate.span_score, 2)} · no answer {_fmt(candidate.null_score, 2)}"
+    if candidate.sentence_cosine is not None:
+        scores += f" · closest sentence {_fmt(candidate.sentence_cosine)}"
     return (f"**{html.escape(where(c))}** · `{display_path(c.doc_path)}` · {STATUS_LABELS.get(status, status)} · "
             f"{scores}\n\n{highlight_answer(candidate)}")
 

@@ -31,6 +31,8 @@ def candidate_record(c: Candidate, status: str, cited_as: int | None) -> dict[st
         "answer_margin": c.answer_margin,
         "answer_span": list(c.answer_span) if c.answer_span else None,
         "answer_text": c.answer_text,
+        "sentence_cosine": c.sentence_cosine,
+        "closest_sentence": c.closest_sentence,
         "p_relevant": c.p_relevant,
         "ranking_score": c.ranking_score,
         "status": status,
@@ -81,7 +83,8 @@ def candidate_from_record(d: dict[str, Any]) -> Candidate:
                      term_coverage=d.get("term_coverage") or 0.0, rerank_logit=d.get("rerank_logit"),
                      semantic_logit=d.get("semantic_logit"), p_relevant=d.get("p_relevant"),
                      ranking_score=d.get("ranking_score"), span_score=d.get("span_score"),
-                     null_score=d.get("null_score"), answer_span=tuple(span) if span else None)
+                     null_score=d.get("null_score"), answer_span=tuple(span) if span else None,
+                     sentence_cosine=d.get("sentence_cosine"), closest_sentence=d.get("closest_sentence"))
 
 
 def gate_from_record(record: dict[str, Any]) -> GateResult:

@@ -89,6 +89,10 @@ class Candidate:
     span_score: float | None = None
     null_score: float | None = None
     answer_span: tuple[int, int] | None = None
+    # The embedder's cosine between the question and the chunk's closest sentence (`chatbot.locate`), and that
+    # sentence; set on the best-ranked read chunks only (None elsewhere).
+    sentence_cosine: float | None = None
+    closest_sentence: str | None = None
 
     @property
     def answer_margin(self) -> float | None:

@@ -1,9 +1,10 @@
 import numpy as np
 
-from chatbot.answer import (WITHHELD, Amount, AmountRange, answer_spans, asked_amounts, build_prompt, extractive_answer,
-                            lead_excerpt, lead_sentence, load_prompts, question_term_idf, question_word_overlap,
-                            resolve_citations, split_sentences, stated_amounts, stated_ranges)
+from chatbot.answer import (Amount, AmountRange, answer_spans, asked_amounts, build_prompt, extractive_answer, lead_excerpt,
+                            lead_sentence, load_prompts, question_term_idf, question_word_overlap, resolve_citations,
+                            stated_amounts, stated_ranges)
 from chatbot.config import Config
+from chatbot.sentences import WITHHELD, split_sentences
 from chatbot.tokens import count_tokens
 from chatbot.types import Candidate, Chunk
 

@@ -18,6 +18,9 @@ def test_eval_writes_report_plots_and_summary(beir_dir, tmp_path, tiny_reranker_
     assert ranking["bm25"]["hit@5"] == 1.0 and ranking["fused"]["recall@pool"] == 1.0
     assert set(ranking) >= {"vector", "bm25", "fused", "reranked"}
     assert report["refusal"]["n_unanswerable"] == 3 and 0.0 <= report["refusal"]["auroc_top_p_relevant"] <= 1.0
+    # eval always locates: the closest sentence's separation is reported whatever the calibration reads
+    assert 0.0 <= report["refusal"]["auroc_top_sentence_cosine"] <= 1.0
+    assert report["latency_ms"]["locate_ms"]["median"] >= 0.0
     assert report["calibration"]["n_pairs"] == 9 * 6
     assert (out / "reliability.png").stat().st_size > 1000 and (out / "risk_coverage.png").stat().st_size > 1000
     assert "reranked" in capsys.readouterr().out

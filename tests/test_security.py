@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from chatbot.answer import WITHHELD
+from chatbot.sentences import WITHHELD
 from chatbot.cli import build_parser, main, parse_auth
 from chatbot.config import Config
 from chatbot.errors import ConfigError

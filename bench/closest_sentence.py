@@ -1,0 +1,113 @@
+"""Does the closest sentence's cosine (`chatbot.locate`, the embedder's) tell "answers" from "on topic" where the
+scores P(answerable) already reads do not? On the articles eval's split holds out, each question asked of its own
+paragraph, as in `bench/answer_stripped.py`: answerable against SQuAD's written-unanswerable (*written*), and
+intact against the same paragraph with the answer's sentences removed (*removed*). For each score alone, and for
+logistic regressions over the question-level features `chatbot calibrate` may choose between (the reranker's
+`rerank_logit`, the whole chunk's cosine, the closest sentence's), fitted on the *training* articles' pairs (both
+kinds of negative) and judged on the held-out ones: what a calibration would learn, and whether it transfers.
+
+    .venv/bin/python bench/closest_sentence.py [--per-set 300] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+SCORES = ("rerank_logit", "chunk cosine", "closest sentence")
+MIXES = {"rerank_logit + chunk cosine (what P(answerable) reads today)": ("rerank_logit", "chunk cosine"),
+         "+ closest sentence": ("rerank_logit", "chunk cosine", "closest sentence"),
+         "rerank_logit + closest sentence": ("rerank_logit", "closest sentence")}
+
+
+def scores(pairs, ce, embedder) -> dict[str, np.ndarray]:
+    """Per (question, passage): the reranker's logit, the embedder's cosine to the whole passage (as the vector
+    search stores it), and the located stage's closest-sentence cosine, through the product's own code."""
+    from answer_stripped import pair_scores
+
+    from chatbot.locate import closest_sentences
+    from chatbot.types import Candidate, Chunk
+
+    questions = embedder.embed_documents([q for q, _ in pairs])
+    passages = embedder.embed_documents([p for _, p in pairs])
+    located = []
+    for (q, p), vector in zip(pairs, questions):
+        chunk = Chunk(id="c", doc_path="d", title="", heading_path=(), position=0, text=p, token_count=0,
+                      content_hash="")
+        (c,) = closest_sentences(vector, (Candidate(chunk, 0.0, 1, 0.0, 1, 0.0, rerank_logit=0.0),),
+                                 embedder.embed_sentences, top_n=1)
+        located.append(c.sentence_cosine)
+    return {"rerank_logit": pair_scores(ce, pairs)["rerank_logit"],
+            "chunk cosine": np.einsum("ij,ij->i", questions, passages), "closest sentence": np.array(located)}
+
+
+def main() -> None:
+    from answer_stripped import SETS, held_out_pairs
+
+    from chatbot.calibrate import fit_logistic
+    from chatbot.embed import Embedder
+    from chatbot.metrics import auroc
+    from chatbot.rerank import Reranker
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--per-set", type=int, default=300, help="answerable and as many unanswerable, per set")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "closest_sentence.md"))
+    args = parser.parse_args()
+    ce = Reranker("shipped", max_length=192).model  # fp32
+    embedder = Embedder("sentence-transformers/all-MiniLM-L6-v2", cache_size=100_000)
+    data = {}  # (held out?, set) -> kind -> score -> values
+    for held in (False, True):
+        for folder in SETS:
+            answerable, unanswerable = held_out_pairs(folder, args.per_set, held_out=held)
+            stripped = [(q, p, s) for q, p, s in answerable if s is not None]
+            data[held, Path(folder).name] = {
+                "answerable": scores([(q, p) for q, p, _ in answerable], ce, embedder),
+                "written": scores(unanswerable, ce, embedder),
+                "intact": scores([(q, p) for q, p, _ in stripped], ce, embedder),
+                "removed": scores([(q, s) for q, _, s in stripped], ce, embedder)}
+    names = sorted({name for _, name in data})
+    header = ["score (held-out articles)"] + [f"{name}: {kind}" for name in names for kind in ("written", "removed")]
+    rows = []
+
+    def row(label, score_of):
+        cells = []
+        for name in names:
+            d = data[True, name]
+            cells += [f"{auroc(score_of(d['answerable']), score_of(d['written'])):.3f}",
+                      f"{auroc(score_of(d['intact']), score_of(d['removed'])):.3f}"]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+        print(rows[-1], flush=True)
+
+    for score in SCORES:
+        row(score, lambda d, s=score: d[s])
+    for label, features in MIXES.items():
+        x, y = [], []
+        for name in names:  # the training articles' pairs, both kinds of negative
+            d = data[False, name]
+            for kind, label_value in (("answerable", 1), ("written", 0), ("intact", 1), ("removed", 0)):
+                x.append(np.column_stack([d[kind][f] for f in features]))
+                y.append(np.full(len(d[kind][features[0]]), label_value, dtype=np.float64))
+        *w, b = fit_logistic(np.vstack(x), np.concatenate(y), l2=1e-2)
+        row(f"{label}; fitted weights {', '.join(f'{v:.2f}' for v in w)}",
+            lambda d, f=features, w=np.array(w): np.column_stack([d[k] for k in f]) @ w + b)
+    counts = ", ".join(f"{name}: {len(data[True, name]['answerable']['rerank_logit'])} answerable "
+                       f"({len(data[True, name]['intact']['rerank_logit'])} with the answer removable), "
+                       f"{len(data[True, name]['written']['rerank_logit'])} written unanswerable" for name in names)
+    text = ("# The closest sentence (`bench/closest_sentence.py`)\n\n"
+            "AUROC on the held-out articles of eval's split, each question asked of its own paragraph: answerable "
+            "against SQuAD's written-unanswerable (*written*), intact against the answer's sentences removed "
+            f"(*removed*). {counts}. The mixes are fitted on as many pairs of the training articles. fp32.\n\n"
+            "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join(rows) + "\n")
+    Path(args.out).write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

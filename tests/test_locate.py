@@ -1,0 +1,170 @@
+"""The located stage: the embedder's cosine to each best-ranked chunk's closest sentence."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from chatbot.calibrate import LabelledQuestion, fit_calibration
+from chatbot.calibration import Calibration, question_features
+from chatbot.embed import Embedder
+from chatbot.errors import CalibrationError
+from chatbot.locate import closest_sentences
+from chatbot.record import candidate_from_record, candidate_record
+from chatbot.types import Candidate, Chunk
+
+HANDBOOK = ("Leave. Employees accrue annual leave every month they work. Annual leave is 25 days a year for "
+            "full-time staff. Leave requests go to your manager through the HR portal.")
+WITHOUT_ANSWER = ("Leave. Employees accrue annual leave every month they work. "
+                  "Leave requests go to your manager through the HR portal.")
+
+
+def _candidate(i: int, text: str, logit: float | None) -> Candidate:
+    chunk = Chunk(id=f"c{i}", doc_path=f"doc{i}.md", title="Handbook", heading_path=(), position=i, text=text,
+                  token_count=len(text.split()), content_hash=str(i))
+    return Candidate(chunk=chunk, vector_distance=0.5, vector_rank=i + 1, bm25_score=1.0, bm25_rank=i + 1,
+                     rrf_score=0.01, rerank_logit=logit)
+
+
+class CountingEmbedder(Embedder):
+    """The real embedder, counting what it encodes."""
+
+    def __init__(self, shared: Embedder, cache_size: int = 4096):
+        super().__init__(shared.name, cache_size=cache_size)
+        self._model = shared._model
+        self.encoded: list[str] = []
+
+    def _embed(self, texts):
+        self.encoded += list(texts)
+        return super()._embed(texts)
+
+
+def test_the_closest_sentence_is_the_one_that_answers_and_only_the_best_ranked_are_read(embedder):
+    question = "How many days of annual leave do full-time staff get?"
+    q = embedder.embed_query(question)
+    reranked = (_candidate(0, HANDBOOK, 3.0), _candidate(1, WITHOUT_ANSWER, 2.0), _candidate(2, HANDBOOK, 1.0),
+                _candidate(3, HANDBOOK, None))  # the last past the rerank depth: never read
+    located = closest_sentences(q, reranked, embedder.embed_sentences, top_n=2)
+    assert located[0].closest_sentence == "Annual leave is 25 days a year for full-time staff."
+    assert np.isclose(located[0].sentence_cosine, float(embedder.embed_query(located[0].closest_sentence) @ q), atol=1e-5)
+    # The same topic without the sentence that answers: its closest sentence is another, further from the question.
+    assert located[1].closest_sentence == "Employees accrue annual leave every month they work."
+    assert located[0].sentence_cosine - located[1].sentence_cosine > 0.15
+    # Past top_n, and past the rerank depth, nothing is set; everything else is unchanged.
+    assert located[2].sentence_cosine is None and located[3].sentence_cosine is None
+    assert [dataclasses.replace(c, sentence_cosine=None, closest_sentence=None) for c in located] == list(reranked)
+    assert closest_sentences(q, (), embedder.embed_sentences, top_n=5) == ()
+
+
+def test_sentence_embeddings_come_from_a_bounded_cache(embedder):
+    counting = CountingEmbedder(embedder, cache_size=3)
+    texts = ["Annual leave is 25 days.", "Requests go to your manager.", "Annual leave is 25 days."]
+    first = counting.embed_sentences(texts)
+    assert counting.encoded == texts[:2]  # a repeated text is encoded once
+    assert np.allclose(first, embedder.embed_documents(texts), atol=1e-6)
+    again = counting.embed_sentences(texts[:2])
+    assert counting.encoded == texts[:2] and np.array_equal(again, first[:2])
+    counting.embed_sentences(["a", "b", "c"])  # the least recently used go first
+    counting.embed_sentences([texts[0]])
+    assert counting.encoded[-1] == texts[0] and len(counting._cache) == 3
+    assert counting.embed_sentences([]).shape == (0, embedder.dimension)
+
+
+def test_the_question_reads_its_best_located_sentence_and_a_calibration_that_needs_one_says_so():
+    features = question_features([2.0, 1.0, 0.5], sentence_cosine=[0.4, 0.7, None])
+    assert features["best_sentence_cosine"] == 0.7
+    assert question_features([2.0], sentence_cosine=[None])["best_sentence_cosine"] is None
+    cal = Calibration(floor=0.01, method="logistic", weights={"rerank_logit": 1.0},
+                      answerability_weights={"best_rerank_logit": 0.5, "best_sentence_cosine": 4.0, "intercept": -3.0},
+                      answerability_floor=0.2)
+    p = cal.p_answerable(question_features([2.0], sentence_cosine=[0.6]))
+    assert np.isclose(p, 1 / (1 + np.exp(-(0.5 * 2.0 + 4.0 * 0.6 - 3.0))))
+    try:
+        cal.p_answerable(question_features([2.0], sentence_cosine=[None]))
+    except CalibrationError as e:
+        assert "best_sentence_cosine" in str(e) and "chatbot.locate" in str(e)
+    else:
+        raise AssertionError("a missing sentence cosine must be named")
+
+
+def _located_questions(rng, n: int, answerable: bool) -> list[LabelledQuestion]:
+    """Questions whose best chunk is as on topic either way (same logits, cosines); only the closest
+    sentence's cosine, set on the first three chunks, tells whether the answer is there."""
+    out = []
+    for i in range(n):
+        logits = rng.normal(-2.0, 1.0, size=8)
+        logits[0] = rng.normal(2.0, 1.0)
+        cosines = rng.uniform(0.3, 0.6, size=8)
+        sentences = rng.uniform(0.2, 0.45, size=3)
+        if answerable:
+            sentences[0] = rng.uniform(0.55, 0.8)
+        labels = (1,) + (0,) * 7 if answerable else (0,) * 8
+        out.append(LabelledQuestion(f"{answerable}{i}", answerable, tuple(logits), labels, tuple(cosines),
+                                    tuple(rng.uniform(0, 0.6, size=8)), source=f"{answerable}-article-{i % 10}",
+                                    pair_sentence_cosines=tuple(sentences) + (None,) * 5))
+    return out
+
+
+def test_calibrate_tries_the_located_sentence_and_keeps_it_when_it_separates():
+    rng = np.random.default_rng(7)
+    questions = _located_questions(rng, 250, True) + _located_questions(rng, 250, False)
+    cal, details = fit_calibration(questions, "m:1", "emb:1", max_false_refusal_rate=0.05, target_refusal_precision=None)
+    a = details["answerability"]
+    assert "sentence" in a["method"] and cal.answerability_weights["best_sentence_cosine"] > 0
+    assert a["held_out"]["logit+cosine"]["auroc"] < 0.7 < 0.95 < a["held_out"][a["method"]]["auroc"]
+    # Questions asked before the stage existed (traces, older reports) carry none: those candidates are not tried.
+    older = [dataclasses.replace(q, pair_sentence_cosines=()) for q in questions]
+    cal_older, details_older = fit_calibration(older, "m:1", "emb:1", max_false_refusal_rate=0.05,
+                                               target_refusal_precision=None)
+    assert "best_sentence_cosine" not in cal_older.answerability_weights
+    assert not any("sentence" in name for name in details_older["answerability"]["held_out"])
+
+
+def test_the_record_keeps_the_closest_sentence():
+    c = dataclasses.replace(_candidate(0, HANDBOOK, 2.0), sentence_cosine=0.61,
+                            closest_sentence="Annual leave is 25 days a year for full-time staff.")
+    back = candidate_from_record(candidate_record(c, "kept", None))
+    assert back.sentence_cosine == 0.61 and back.closest_sentence == c.closest_sentence
+
+
+def test_the_pipeline_locates_only_when_its_calibration_reads_the_closest_sentence(sample_db, tiny_reranker_dir):
+    from chatbot.record import ask_record
+    from tests.helpers import make_pipeline
+
+    pipeline = make_pipeline(sample_db, tiny_reranker_dir, floor=0.0, top_n=3)
+    result = pipeline.ask("What is the maximum payload of the H2?")
+    assert "locate_ms" not in result.timings_ms
+    assert all(c.sentence_cosine is None for c in result.gate.ranked)
+
+    pipeline.calibration = Calibration(floor=0.0, answerability_weights={
+        "best_rerank_logit": 0.1, "best_sentence_cosine": 6.0, "intercept": -3.0}, answerability_floor=0.05)
+    assert pipeline.locates_sentences and pipeline.with_table("other").locates_sentences
+    result = pipeline.ask("What is the maximum payload of the H2?")
+    assert "locate_ms" in result.timings_ms
+    # The reranker's best top_n chunks, each with its closest sentence, and no other; P(answerable) read the best.
+    read = sorted((c for c in result.gate.ranked if c.rerank_logit is not None), key=lambda c: -c.rerank_logit)
+    assert all(c.sentence_cosine is not None and c.closest_sentence for c in read[:3])
+    assert all(c.sentence_cosine is None for c in read[3:])
+    best = max(c.sentence_cosine for c in read[:3])
+    expected = 1 / (1 + np.exp(-(0.1 * read[0].rerank_logit + 6.0 * best - 3.0)))
+    assert np.isclose(result.gate.p_answerable, expected, atol=1e-6)
+    stored = {c["chunk_id"]: c for c in ask_record(result)["candidates"]}
+    assert stored[read[0].chunk.id]["closest_sentence"] == read[0].closest_sentence
+    pipeline.locate = False  # told not to: a calibration that needs it then names what is missing
+    with pytest.raises(CalibrationError, match="best_sentence_cosine"):
+        pipeline.ask("What is the maximum payload of the H2?")
+
+
+def test_the_shipped_located_calibration_locates_and_reads_on_topic_unanswered_questions_lower(sample_db):
+    from chatbot.config import Config
+    from chatbot.pipeline import Pipeline
+    from tests.helpers import SAMPLE_QUESTIONS
+
+    default = Pipeline.from_config(Config(db_uri=sample_db, traces=False))
+    located = Pipeline.from_config(Config(db_uri=sample_db, traces=False, calibration="located"))
+    assert not default.locates_sentences and located.locates_sentences
+    assert located.calibration.reranker_fingerprint == default.calibration.reranker_fingerprint
+    # "parental leave" beside the handbook's annual-leave section: on topic, unanswered. Its closest sentence
+    # ("A full-time position is 40 hours per week") reads far from the question, and P(answerable) with it.
+    (parental,) = [q["question"] for q in SAMPLE_QUESTIONS if "parental" in q["question"]]
+    assert located.ask(parental).gate.p_answerable < default.ask(parental).gate.p_answerable / 1.5
