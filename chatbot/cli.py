@@ -833,7 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="re-ask the stored questions under another reranker, calibration or floor, "
                                       "and show which would flip")
     p.add_argument("--reranker", help="the reranker to try (config key reranker); its stored scores are not reused")
-    p.add_argument("--calibration", help="the calibration JSON to try (config key calibration)")
+    p.add_argument("--calibration", help="the calibration JSON to try, or 'located' (config key calibration)")
     p.add_argument("--floor", type=float,
                    help="the floor to try: on P(answerable) when the calibration judges it, else on p_relevant")
     p.add_argument("--since", help="only questions asked since this date (ISO: 2026-11-01 or 2026-11-01T09:30)")

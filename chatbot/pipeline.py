@@ -16,7 +16,7 @@ from chatbot.answer import (ChatLLM, OpenAIChat, build_prompt, extractive_answer
 from chatbot.calibration import Calibration
 from chatbot.config import SHIPPED_CALIBRATIONS, SHIPPED_RERANKER, SHIPPED_RERANKER_DIR, Config
 from chatbot.embed import Embedder
-from chatbot.errors import ChatbotError, EmptyQuestion, LLMError, StoreError, UngroundedAnswer
+from chatbot.errors import ChatbotError, ConfigError, EmptyQuestion, LLMError, StoreError, UngroundedAnswer
 from chatbot.gate import apply_gate
 from chatbot.locate import closest_sentences
 from chatbot.record import ask_record
@@ -53,8 +53,14 @@ class AnswerDelta:
 
 
 def default_calibration_path(config: Config) -> Path | None:
-    if config.reranker == SHIPPED_RERANKER and config.calibration in SHIPPED_CALIBRATIONS:
+    if config.calibration in SHIPPED_CALIBRATIONS and config.calibration:
+        if config.reranker != SHIPPED_RERANKER:
+            raise ConfigError(f"calibration '{config.calibration}' was fitted for the shipped reranker, not for "
+                              f"{config.reranker}: fit one for it with `chatbot calibrate` and set config key "
+                              "'calibration' to its file")
         return SHIPPED_RERANKER_DIR / SHIPPED_CALIBRATIONS[config.calibration]
+    if config.reranker == SHIPPED_RERANKER and not config.calibration:
+        return SHIPPED_RERANKER_DIR / SHIPPED_CALIBRATIONS[""]
     if config.calibration:
         return Path(config.calibration)
     return None

@@ -168,3 +168,17 @@ def test_the_shipped_located_calibration_locates_and_reads_on_topic_unanswered_q
     # ("A full-time position is 40 hours per week") reads far from the question, and P(answerable) with it.
     (parental,) = [q["question"] for q in SAMPLE_QUESTIONS if "parental" in q["question"]]
     assert located.ask(parental).gate.p_answerable < default.ask(parental).gate.p_answerable / 1.5
+
+
+def test_the_located_calibration_is_named_for_the_shipped_reranker_only(tmp_path):
+    from chatbot.config import SHIPPED_RERANKER_DIR, Config
+    from chatbot.errors import ConfigError
+    from chatbot.pipeline import default_calibration_path
+
+    assert default_calibration_path(Config(calibration="located")) == SHIPPED_RERANKER_DIR / "calibration_located.json"
+    assert default_calibration_path(Config()) == SHIPPED_RERANKER_DIR / "calibration.json"
+    own = tmp_path / "mine.json"
+    assert default_calibration_path(Config(reranker="some/model", calibration=str(own))) == own
+    assert default_calibration_path(Config(reranker="some/model")) is None
+    with pytest.raises(ConfigError, match="fitted for the shipped reranker"):
+        default_calibration_path(Config(reranker="some/model", calibration="located"))
