@@ -83,7 +83,7 @@ class Embedder:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
             for text, vector in zip(missing, self._embed(missing)):
-                self._cache[text] = vector
+                self._cache[text] = vector.copy()  # a row on its own: a view would keep its whole batch alive
         for text in texts:
             self._cache.move_to_end(text)
         vectors = np.stack([self._cache[t] for t in texts])
