@@ -307,9 +307,9 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
         table = args.table if args.table and len(args.dataset) == 1 else f"eval_{_safe_name(dataset.name)}"
         if pipeline is None:
             # Fitting a calibration needs only logits: do not require the (maybe absent) current one.
+            # Always located: the closest sentence is measured whether or not this calibration reads it.
             pipeline = Pipeline.from_config(dataclasses.replace(config, table=table),
-                                            calibration=Calibration(floor=0.5) if fitting else None)
-            pipeline.locate = True  # measure the closest sentence whether or not this calibration reads it
+                                            calibration=Calibration(floor=0.5) if fitting else None, locate=True)
         else:
             pipeline = pipeline.with_table(table)
         written = ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, settings,

@@ -104,8 +104,9 @@ class Pipeline:
 
     @classmethod
     def from_config(cls, config: Config, llm: ChatLLM | None = None,
-                    calibration: Calibration | None = None) -> "Pipeline":
-        """`calibration` given explicitly (e.g. while fitting one) bypasses the configured file."""
+                    calibration: Calibration | None = None, locate: bool | None = None) -> "Pipeline":
+        """`calibration` given explicitly (e.g. while fitting one) bypasses the configured file; `locate` as for
+        the constructor."""
         reranker = Reranker(config.reranker, max_length=config.reranker_max_length,
                             cache_pairs=config.rerank_cache_pairs, precision=config.reranker_precision,
                             read_top=config.top_n)
@@ -125,7 +126,7 @@ class Pipeline:
         store = ChunkStore(config.db_uri, config.table, config.storage)
         return cls(config, store=store, embedder=embedder,
                    reranker=reranker, calibration=calibration, llm=llm,
-                   traces=TraceStore(store) if config.traces else None)
+                   traces=TraceStore(store) if config.traces else None, locate=locate)
 
     @property
     def locates_sentences(self) -> bool:
