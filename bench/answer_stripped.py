@@ -81,6 +81,8 @@ def pair_scores(ce, pairs, max_length: int = 192, window: int = 32, batch_size: 
 
 
 def main() -> None:
+    from answerability_probe import write_results
+
     from chatbot.metrics import auroc
     from chatbot.rerank import Reranker
 
@@ -111,13 +113,10 @@ def main() -> None:
     counts = ", ".join(f"{name}: {len(a)} answerable ({sum(1 for *_, s in a if s)} with the answer removable), "
                        f"{len(u)} written unanswerable" for name, (a, u) in sets.items())
     side = "training articles" if args.training_articles else "held-out articles"
-    text = ("# Answers or only on topic? (`bench/answer_stripped.py`)\n\n"
-            f"AUROC, {side} (eval's split), each question asked of its own paragraph: answerable with its gold "
-            "paragraph against SQuAD's written-unanswerable with theirs (*written*), and against the gold paragraph "
-            f"with the answer's sentences removed (*removed*). {counts}. fp32.\n\n"
-            "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join(rows) + "\n")
-    Path(args.out).write_text(text, encoding="utf-8")
-    print(text)
+    write_results(args.out, "# Answers or only on topic? (`bench/answer_stripped.py`)\n\n"
+                  f"AUROC, {side} (eval's split), each question asked of its own paragraph: answerable with its gold "
+                  "paragraph against SQuAD's written-unanswerable with theirs (*written*), and against the gold paragraph "
+                  f"with the answer's sentences removed (*removed*). {counts}. fp32.", header, rows)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,14 @@ def model_states(ce, pairs, max_length: int = 192, batch_size: int = 32) -> dict
     return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
+def write_results(path, preamble: str, header: list[str], rows: list[str]) -> None:
+    """A results file: `preamble`, then a markdown table of `header` over the ready-made `rows`; printed too."""
+    text = (preamble + "\n\n| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+            + "\n".join(rows) + "\n")
+    Path(path).write_text(text, encoding="utf-8")
+    print(text)
+
+
 def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
@@ -119,13 +127,11 @@ def main() -> None:
             cells.append(f"{auroc(p[y == 1], p[y == 0]):.3f}")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
-    text = (f"Answerability probes on (question, own paragraph), model `{args.model}` (`bench/answerability_probe.py`): "
-            f"logistic regressions fitted on {len(train)} pairs of the training articles "
-            f"({int(y_train.sum())} answerable), AUROC on the held-out articles' pairs "
-            + ", ".join(f"{n} {len(p)}" for n, p in tests.items()) + ".\n\n"
-            "| probe | " + " | ".join(tests) + " |\n|---|" + "---|" * len(tests) + "\n" + "\n".join(rows) + "\n")
-    (ROOT / "bench" / "results" / "answerability_probe.md").write_text(text, encoding="utf-8")
-    print(text)
+    write_results(ROOT / "bench" / "results" / "answerability_probe.md",
+                  f"Answerability probes on (question, own paragraph), model `{args.model}` (`bench/answerability_probe.py`): "
+                  f"logistic regressions fitted on {len(train)} pairs of the training articles "
+                  f"({int(y_train.sum())} answerable), AUROC on the held-out articles' pairs "
+                  + ", ".join(f"{n} {len(p)}" for n, p in tests.items()) + ".", ["probe", *tests], rows)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ def scores(pairs, ce, embedder) -> dict[str, np.ndarray]:
 
 def main() -> None:
     from answer_stripped import SETS, held_out_pairs
+    from answerability_probe import write_results
 
     from chatbot.calibrate import fit_logistic
     from chatbot.embed import Embedder
@@ -100,13 +101,11 @@ def main() -> None:
     counts = ", ".join(f"{name}: {len(data[True, name]['answerable']['rerank_logit'])} answerable "
                        f"({len(data[True, name]['intact']['rerank_logit'])} with the answer removable), "
                        f"{len(data[True, name]['written']['rerank_logit'])} written unanswerable" for name in names)
-    text = ("# The closest sentence (`bench/closest_sentence.py`)\n\n"
-            "AUROC on the held-out articles of eval's split, each question asked of its own paragraph: answerable "
-            "against SQuAD's written-unanswerable (*written*), intact against the answer's sentences removed "
-            f"(*removed*). {counts}. The mixes are fitted on as many pairs of the training articles. fp32.\n\n"
-            "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join(rows) + "\n")
-    Path(args.out).write_text(text, encoding="utf-8")
-    print(text)
+    write_results(args.out, "# The closest sentence (`bench/closest_sentence.py`)\n\n"
+                  "AUROC on the held-out articles of eval's split, each question asked of its own paragraph: answerable "
+                  "against SQuAD's written-unanswerable (*written*), intact against the answer's sentences removed "
+                  f"(*removed*). {counts}. The mixes are fitted on as many pairs of the training articles. fp32.",
+                  header, rows)
 
 
 if __name__ == "__main__":
