@@ -53,16 +53,16 @@ class AnswerDelta:
 
 
 def default_calibration_path(config: Config) -> Path | None:
-    if config.calibration in SHIPPED_CALIBRATIONS and config.calibration:
-        if config.reranker != SHIPPED_RERANKER:
-            raise ConfigError(f"calibration '{config.calibration}' was fitted for the shipped reranker, not for "
-                              f"{config.reranker}: fit one for it with `chatbot calibrate` and set config key "
-                              "'calibration' to its file")
-        return SHIPPED_RERANKER_DIR / SHIPPED_CALIBRATIONS[config.calibration]
-    if config.reranker == SHIPPED_RERANKER and not config.calibration:
-        return SHIPPED_RERANKER_DIR / SHIPPED_CALIBRATIONS[""]
-    if config.calibration:
+    """The calibration file config key `calibration` names: a path, or one shipped with the shipped reranker
+    (SHIPPED_CALIBRATIONS: empty for the default); None for another reranker with none named (uncalibrated)."""
+    if config.calibration not in SHIPPED_CALIBRATIONS:
         return Path(config.calibration)
+    if config.reranker == SHIPPED_RERANKER:
+        return SHIPPED_RERANKER_DIR / SHIPPED_CALIBRATIONS[config.calibration]
+    if config.calibration:
+        raise ConfigError(f"calibration '{config.calibration}' was fitted for the shipped reranker, not for "
+                          f"{config.reranker}: fit one for it with `chatbot calibrate` and set config key "
+                          "'calibration' to its file")
     return None
 
 
