@@ -260,6 +260,8 @@ def cmd_ask(args) -> int:
         print(format_result(result))
         if args.timings:
             print("\nTimings (ms): " + ", ".join(f"{k[:-3]} {v:.0f}" for k, v in result.timings_ms.items()))
+    if result.trace_error:
+        print(f"warning: {result.trace_error}", file=sys.stderr)
     if result.llm_error:
         print(f"error: {result.llm_error}. The evidence found is shown above.", file=sys.stderr)
         return EXIT_LLM_FAILED

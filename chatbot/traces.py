@@ -9,6 +9,7 @@ the config is stored through `Config.public_dict`.
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from typing import Any
@@ -30,6 +31,11 @@ TRACE_SCHEMA = pa.schema([
     pa.field("fingerprints_json", pa.string()),
     pa.field("feedback_json", pa.string()),  # {"answer": +1|-1, "chunks": {chunk_id: +1|-1}}
 ])
+
+# Replicas serving one store append at the same moment; on object storage an append can lose the race for
+# the next table version, or time out under load. Trying again costs milliseconds; losing a trace costs the
+# question's record for good.
+WRITE_ATTEMPTS = 4
 
 
 class TraceStore:
@@ -54,8 +60,15 @@ class TraceStore:
             "record_json": json.dumps(record, ensure_ascii=False), "config_json": json.dumps(config),
             "fingerprints_json": json.dumps(fingerprints), "feedback_json": "{}",
         }
-        self.table.add(pa.Table.from_pylist([row], schema=TRACE_SCHEMA))
-        return trace_id
+        rows = pa.Table.from_pylist([row], schema=TRACE_SCHEMA)
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                self.table.add(rows)
+                return trace_id
+            except Exception as e:  # LanceDB raises OSError or RuntimeError by backend; all retryable here
+                failure = e
+                time.sleep(0.05 * 2 ** attempt * (1 + random.random()))  # jitter: replicas do not retry in step
+        raise StoreError(f"the trace table '{self.table_name}' refused {WRITE_ATTEMPTS} appends: {failure}") from failure
 
     def get(self, trace_id: str) -> dict[str, Any]:
         rows = self.table.search().where(f"trace_id = {sql_str(trace_id)}").limit(1).to_arrow().to_pylist()

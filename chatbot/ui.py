@@ -179,6 +179,8 @@ class ChatApp:
             history[-1] = {"role": "assistant", "content": f"⚠️ {e}"}
             yield "", history, session, *skip
             return
+        if result.trace_error:  # the user keeps the answer; whoever runs the server learns the trace is missing
+            LOG.warning("%s (question: %r)", result.trace_error, result.question[:200])
         session.last_result = result
         session.standalone_questions.append(rewrite.standalone)
         session.selected_chunk = None

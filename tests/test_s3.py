@@ -176,7 +176,13 @@ def test_two_served_replicas_on_one_store_answer_and_trace_everything(s3_kb, tmp
         for (_, question), reply in zip(asks, replies):
             assert questions[question] in reply, (question, reply[:300])
         traces = TraceStore(ChunkStore(uri)).replayable()
-        assert len(traces) == len(asks) and len({t["trace_id"] for t in traces}) == len(asks)  # none lost
+        lost = len(asks) - len({t["trace_id"] for t in traces})
+        if lost or len(traces) != len(asks):  # a replica logs why a trace write failed: show it
+            logs = []
+            for server, _ in replicas:
+                server.terminate()
+                logs.append(server.communicate(timeout=60)[1][-3000:])
+            pytest.fail(f"{len(traces)} traces for {len(asks)} questions; the replicas said:\n" + "\n---\n".join(logs))
 
         question = "What is the name of the office zebra at the Porto depot?"
         assert "Humphrey" not in _ask(replicas[1][1], question)

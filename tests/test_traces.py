@@ -48,3 +48,41 @@ def test_traces_can_be_turned_off(writable_sample_db, tiny_reranker_dir):
     p = Pipeline.from_config(Config(db_uri=writable_sample_db, reranker=str(tiny_reranker_dir), traces=False),
                              calibration=Calibration(floor=0.0))
     assert p.ask("Wi-Fi in Austin?").trace_id is None
+
+
+class _FailingAppends:
+    """The trace table as object storage can behave under load: its first `failures` appends raise."""
+
+    def __init__(self, table, failures: int):
+        self.table, self.failures, self.attempts = table, failures, 0
+
+    def add(self, rows):
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise OSError("Retryable commit conflict for version 7")
+        return self.table.add(rows)
+
+    def __getattr__(self, name):
+        return getattr(self.table, name)
+
+
+def test_a_trace_append_that_loses_a_race_is_tried_again(pipeline, monkeypatch):
+    monkeypatch.setattr("chatbot.traces.time.sleep", lambda s: None)
+    flaky = _FailingAppends(pipeline.traces.table, failures=2)
+    pipeline.traces._table = flaky
+    result = pipeline.ask("What's the heaviest load a single H2 robot can carry?")
+    assert result.trace_error is None and flaky.attempts == 3
+    stored = [t for t in pipeline.traces.replayable() if t["trace_id"] == result.trace_id]
+    assert len(stored) == 1 and stored[0]["question"] == result.question
+
+
+def test_a_trace_that_cannot_be_stored_costs_the_answer_nothing_and_says_why(pipeline, monkeypatch, capsys):
+    from chatbot.traces import WRITE_ATTEMPTS
+
+    monkeypatch.setattr("chatbot.traces.time.sleep", lambda s: None)
+    pipeline.traces._table = flaky = _FailingAppends(pipeline.traces.table, failures=99)
+    result = pipeline.ask("What's the heaviest load a single H2 robot can carry?")
+    assert "600 kg" in result.outcome.text and result.trace_id is None
+    assert flaky.attempts == WRITE_ATTEMPTS
+    assert "could not store the trace" in result.trace_error and "commit conflict" in result.trace_error
+    assert pipeline.traces.table_name in result.trace_error
