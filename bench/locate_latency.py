@@ -3,8 +3,10 @@
 Each round is a new question with a new pool (SciFact claims and abstracts cut to 200 tokens, as chunks are),
 so the embedder's sentence cache starts cold, as for a question about chunks no earlier question met: the
 product's reranking of the pool (int8, two workers, `rerank_depth` of 30), then the located stage over its
-best `top_n`, then the extractive answer's embedding of the same sentences (which the cache then serves).
-Rounds alternate, and the result is medians and the ratio to reranking.
+best `top_n`, then the extractive answer's embedding of the same sentences (which the cache then serves); then,
+the cache emptied, the same located stage reading the sentence vectors an ingest stored (`chatbot ingest` with
+a calibration that reads the closest sentence), and the answer after it. Rounds alternate, and the result is
+medians and the ratio to reranking.
 
     .venv/bin/python bench/locate_latency.py [--rounds 40]     # writes bench/results/locate_latency.{json,md}
 """
@@ -25,13 +27,17 @@ SCIFACT = ROOT.parent / "shared" / "eval" / "scifact"
 
 
 def main(rounds: int) -> None:
+    import tempfile
+
     from chatbot.config import Config
     from chatbot.embed import Embedder
-    from chatbot.locate import closest_sentences
+    from chatbot.locate import SentenceVectors, closest_sentences
     from chatbot.rerank import Reranker
     from chatbot.sentences import quotable_sentences
+    from chatbot.store import ChunkStore
     from chatbot.tokens import get_encoding
     from chatbot.types import Candidate, Chunk
+    from ingest.run import IngestReport, store_sentence_vectors
 
     config = Config()
     enc = get_encoding()
@@ -42,17 +48,25 @@ def main(rounds: int) -> None:
     texts = [enc.decode(enc.encode_ordinary(d["text"])[:config.chunk_max_tokens]) for d in docs]
     reranker = Reranker("shipped", max_length=config.reranker_max_length, precision="int8", read_top=config.top_n)
     embedder = Embedder(config.embedder, config.embed_batch_size)
+    chunks = [Chunk(f"{k // 30}-{k % 30}", f"d{k}", "", (), 0, t, 0, "") for k, t in enumerate(texts)]
+    # The same pools in a knowledge base whose ingest stored their sentence vectors (calibration "located").
+    store = ChunkStore(tempfile.mkdtemp(prefix="locate-latency-"))
+    store.ensure_table(embedder.fingerprint, lambda: embedder.dimension)
+    store.replace_documents([c.doc_path for c in chunks], chunks, embedder.embed_documents(texts))
+    store_sentence_vectors(store, embedder, IngestReport())
+    embedder._cache.clear()
+    computed, stored = SentenceVectors(embedder), SentenceVectors(embedder, store)
     times: dict[str, list[float]] = {"rerank": [], "locate": [], "answer's embedding, after locate": [],
-                                     "answer's embedding, cold": []}
+                                     "answer's embedding, cold": [], "locate, sentence vectors stored at ingest": [],
+                                     "answer's embedding, after stored locate": []}
     for r in range(rounds + 1):  # the first round warms up (loads the models) and is not counted
-        question, pool = claims[r], texts[30 * r:30 * (r + 1)]
-        candidates = tuple(Candidate(Chunk(f"{r}-{i}", f"d{i}", "", (), 0, t, 0, ""), 0.5, i + 1, 0.0, i + 1, 0.0)
-                           for i, t in enumerate(pool))
+        question = claims[r]
+        candidates = tuple(Candidate(c, 0.5, i + 1, 0.0, i + 1, 0.0) for i, c in enumerate(chunks[30 * r:30 * (r + 1)]))
         query = embedder.embed_query(question)
         t0 = time.perf_counter()
         reranked = reranker.rerank(question, candidates, config.rerank_depth)
         t1 = time.perf_counter()
-        located = closest_sentences(query, reranked, embedder.embed_sentences, config.top_n)
+        located = closest_sentences(query, reranked, computed, config.top_n)
         t2 = time.perf_counter()
         judged = [s for c in located[:config.top_n] for s in quotable_sentences([c])[1]]
         embedder.embed_sentences([question] + judged)
@@ -61,8 +75,14 @@ def main(rounds: int) -> None:
         embedder.embed_sentences([question] + judged)
         t4 = time.perf_counter()
         embedder._cache.clear()
+        again = closest_sentences(query, reranked, stored, config.top_n)
+        t5 = time.perf_counter()
+        embedder.embed_sentences([question] + judged)
+        t6 = time.perf_counter()
+        embedder._cache.clear()
+        assert [c.closest_sentence for c in again] == [c.closest_sentence for c in located]
         if r:
-            for name, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            for name, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
                 times[name].append(seconds * 1000)
     rerank = statistics.median(times["rerank"])
     result = {"rounds": rounds, "cpus": os.cpu_count(), "pool": 30, "rerank_depth": config.rerank_depth,

@@ -25,11 +25,18 @@ Two more measurements, each on its own (they leave scale.json as it is):
   of its own); `Pipeline.ask` (no LLM, extractive answer, traces off) on the local directory and on
   s3://, alternated, after one cold question each; S3 requests counted per question.
 
+* `--located` (issue #18): the located stage reading sentence vectors stored at ingest: the base table's
+  sentences embedded for real, as `chatbot ingest` stores them under `calibration = "located"`, each
+  replica's copied from its original with noise as its chunk vector is. `Pipeline.ask` (no LLM, extractive
+  answer, traces off, the embedder's cache emptied before each question) under the default calibration,
+  under "located" with the stored vectors, and under "located" embedding the sentences per question.
+
     nice -n 5 .venv/bin/python bench/scale.py --cache-dir /work/bench_cache --sizes 100k --access-groups 10 --questions 300
     nice -n 5 .venv/bin/python bench/scale.py --cache-dir /work/bench_cache --sizes 100k --s3 --questions 50
+    nice -n 5 .venv/bin/python bench/scale.py --cache-dir /work/bench_cache --sizes 100k --located --questions 50
 
-Results: bench/results/scale.json and bench/results/scale.md (scale_access.* and scale_s3.* for the
-two above). Caches (LanceDB tables, per-size results) live in --cache-dir, outside the repository.
+Results: bench/results/scale.json and bench/results/scale.md (scale_access.*, scale_s3.* and
+scale_located.* for the three above). Caches (LanceDB tables, per-size results) live in --cache-dir, outside the repository.
 The labelled data is read from ../shared/eval/scifact (or --eval-dir) and never copied.
 """
 
@@ -737,6 +744,147 @@ def measure_s3(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus:
     }
 
 
+# -- the located stage at scale, its sentence vectors stored (issue #18) -----------------------------
+def build_sentence_vectors(cache: Path, size: str) -> dict:
+    """Sentence vectors for `size`'s table, as ingest stores them for the located stage: the base table's
+    embedded for real; a replica's chunk gets its original's, each row perturbed as the chunk vectors are
+    (its text differs by a marker word at the end, which adds no sentence)."""
+    import numpy as np
+
+    from chatbot.config import Config
+    from chatbot.embed import Embedder
+    from chatbot.sentences import sentencing_fingerprint
+    from chatbot.store import ChunkStore
+    from ingest.run import IngestReport, store_sentence_vectors
+
+    db = str(cache / "lancedb")
+    name = table_name(size)
+    info_path = cache / f"build_{name}_sentences.json"
+    if info_path.is_file():
+        return json.loads(info_path.read_text())
+    embedder = Embedder(Config().embedder)
+    sentencing = sentencing_fingerprint(embedder.fingerprint)
+    base = ChunkStore(db, BASE_TABLE)
+    t = time.perf_counter()
+    report = IngestReport()
+    store_sentence_vectors(base, embedder, report)
+    base.index_sentence_vectors()
+    info: dict = {"table": name, "base_chunks_embedded": report.sentences_of_chunks,
+                  "base_embed_s": round(time.perf_counter() - t, 1)}
+    if name != BASE_TABLE:
+        t = time.perf_counter()
+        store = ChunkStore(db, name)
+        try:
+            store.db.drop_table(store.sentences_table_name)
+        except Exception:
+            pass
+        rows = base._sentences().to_arrow()
+        ids, flat = rows.column("chunk_id").to_pylist(), rows.column("vectors").to_numpy(zero_copy_only=False)
+        dim = base.table.schema.field("vector").type.list_size
+        rng = np.random.default_rng(6)
+        for r in range(replicas(size)):
+            batch = []
+            for chunk_id, vectors in zip(ids, flat):
+                vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, dim)
+                if r:
+                    vectors = vectors + rng.normal(0.0, NOISE_SIGMA, vectors.shape).astype(np.float32)
+                    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+                batch.append((f"{chunk_id}~r{r}" if r else chunk_id, vectors))
+            store.add_sentence_vectors(batch, sentencing)
+        store.optimize()
+        store.index_sentence_vectors()
+        info["replicate_s"] = round(time.perf_counter() - t, 1)
+    table_dir = cache / "lancedb" / f"{name}_sentences.lance"
+    info["rows"] = ChunkStore(db, name)._sentences().count_rows()
+    info["disk_mb"] = {"sentence vectors": round(sum(f.stat().st_size for f in table_dir.rglob("*") if f.is_file()) / 2**20, 1),
+                       "chunks": round(sum(f.stat().st_size for f in (cache / "lancedb" / f"{name}.lance").rglob("*")
+                                           if f.is_file()) / 2**20, 1)}
+    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    log(f"built {name}'s sentence vectors: {info}")
+    return info
+
+
+def measure_located(cache: Path, eval_dir: Path, size: str, n_questions: int, corpus: Path) -> dict:
+    """`Pipeline.ask` (extractive answer, no LLM, traces off) under the default calibration, under "located"
+    reading the stored sentence vectors, and under "located" embedding them per question, alternated; the
+    embedder's cache is emptied before every question, so each pays for sentences as a first question would."""
+    load_at_start = round(os.getloadavg()[0], 2)
+    import dataclasses
+
+    from chatbot.calibration import Calibration
+    from chatbot.config import Config
+    from chatbot.locate import SentenceVectors
+    from chatbot.pipeline import Pipeline, default_calibration_path
+
+    name = table_name(size)
+    *questions, first = load_questions(eval_dir, n_questions + 1, corpus)
+    cfg = dataclasses.replace(Config(), db_uri=str(cache / "lancedb"), table=name, traces=False, rerank_cache_pairs=0)
+    default = Pipeline.from_config(cfg)
+    default.warm()
+    located_cfg = dataclasses.replace(cfg, calibration="located")
+    located_calibration = Calibration.load(default_calibration_path(located_cfg))
+
+    def located() -> Pipeline:
+        return Pipeline(located_cfg, store=default.store, embedder=default.embedder, reranker=default.reranker,
+                        calibration=located_calibration)
+
+    embedding = located()
+    embedding.sentence_vectors = SentenceVectors(default.embedder)  # no store: every sentence embedded
+    systems = {"default calibration": default, "located, stored sentence vectors": located(),
+               "located, sentences embedded per question": embedding}
+    for p in systems.values():
+        p.ask(first.text)
+    totals: dict[str, list] = {k: [] for k in systems}
+    stage: dict[str, dict[str, list]] = {k: {} for k in systems}
+    decisions: dict[str, list] = {k: [] for k in systems}
+    names = list(systems)
+    for qi, q in enumerate(questions):
+        for k in names[qi % len(names):] + names[:qi % len(names)]:  # rotate who goes first
+            systems[k].embedder._cache.clear()
+            t = time.perf_counter()
+            result = systems[k].ask(q.text)
+            totals[k].append((time.perf_counter() - t) * 1000)
+            for s, v in result.timings_ms.items():
+                stage[k].setdefault(s, []).append(v)
+            decisions[k].append(result.refused)
+        if qi % 10 == 9:
+            log(f"{size} located: {qi + 1}/{len(questions)} questions")
+    med = {k: statistics.median(v) for k, v in totals.items()}
+    return {"size": size, "table": name, "rows": default.store.count(), "questions": len(questions),
+            "whole_question_ms": {k: summary(v) for k, v in totals.items()},
+            "ratio_to_default_p50": {k: round(v / med[names[0]], 3) for k, v in med.items()},
+            "stages_ms": {k: {s: summary(v) for s, v in d.items()} for k, d in stage.items()},
+            "refused": {k: sum(v) for k, v in decisions.items()},
+            "same_decisions_stored_vs_embedded": sum(a == b for a, b in zip(decisions[names[1]], decisions[names[2]])),
+            "load_avg_1m_at_start": load_at_start}
+
+
+def located_markdown(results: dict) -> str:
+    lines = []
+    for size, r in results["sizes"].items():
+        b = r.get("sentences_build", {})
+        w, st, names = r["whole_question_ms"], r["stages_ms"], list(r["whole_question_ms"])
+        lines += [f"# The located stage at {size}: {r['rows']:,} chunks, its sentence vectors stored (`bench/scale.py --located`)",
+                  "", f"`Pipeline.ask` (extractive answer, no LLM, traces off) on `{r['table']}`, {r['questions']} SciFact "
+                  "questions, the three alternated, the embedder's cache emptied before every question.", "",
+                  "| ms | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
+                  "| **whole question, median** | " + " | ".join(f"{w[k]['p50_ms']:.1f}" for k in names) + " |",
+                  "| whole question, p95 | " + " | ".join(f"{w[k]['p95_ms']:.1f}" for k in names) + " |",
+                  "| median / default's | " + " | ".join(f"{r['ratio_to_default_p50'][k]:.2f}" for k in names) + " |"]
+        for s in ("retrieve_ms", "rerank_ms", "locate_ms", "gate_ms", "answer_ms"):
+            lines.append(f"| {s[:-3]}, median | " + " | ".join(
+                f"{st[k][s]['p50_ms']:.1f}" if s in st[k] else "-" for k in names) + " |")
+        lines += ["", f"Refused: {r['refused']}; the same decision with stored and embedded sentence vectors on "
+                      f"{r['same_decisions_stored_vs_embedded']} "
+                      f"of {r['questions']} questions. Load average at start: {r['load_avg_1m_at_start']}."]
+        if b:
+            lines += ["", f"The sentence vectors: {b['rows']:,} rows, {b['disk_mb']['sentence vectors']} MB on disk "
+                          f"(the chunks: {b['disk_mb']['chunks']} MB); the base table's {b['base_chunks_embedded']:,} "
+                          f"chunks' sentences embedded in {b['base_embed_s']} s" +
+                          (f", the replicas written in {b['replicate_s']} s." if "replicate_s" in b else "."), ""]
+    return "\n".join(lines).rstrip()
+
+
 def cached_sizes(cache: Path, sizes: list[str], suffix: str = "", access_groups: int = 0) -> dict:
     """Each measured size's cached results, with its table's build record."""
     found = {}
@@ -754,10 +902,14 @@ def write_extra_report(cache: Path, kind: str, sizes: list[str], suffix: str, ac
     """bench/results/scale_{kind}.{json,md}, from the cached per-size results (scale.json is untouched)."""
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                      "sizes": cached_sizes(cache, sizes, f"_{suffix}", access_groups)}
+    for size, r in results["sizes"].items():
+        built = cache / f"build_{table_name(size)}_sentences.json"
+        if kind == "located" and built.is_file():
+            r["sentences_build"] = json.loads(built.read_text())
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"scale_{kind}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / f"scale_{kind}.md").write_text((access_markdown if kind == "access" else s3_markdown)(results) + "\n")
+    (out / f"scale_{kind}.md").write_text(EXTRA_MARKDOWN[kind](results) + "\n")
     return results
 
 
@@ -819,6 +971,9 @@ def s3_markdown(results: dict) -> str:
                   "each request that LanceDB's caches do not answer adds a network round trip.")
         lines += ["", notes, "", caveat, ""]
     return "\n".join(lines).rstrip()
+
+
+EXTRA_MARKDOWN = {"access": access_markdown, "s3": s3_markdown, "located": located_markdown}
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -930,6 +1085,8 @@ def main() -> None:
     ap.add_argument("--s3", action="store_true",
                     help="measure the whole question on s3:// (moto on loopback) against the local directory "
                          "(issue #21); only that (scale.json is left as it is)")
+    ap.add_argument("--located", action="store_true",
+                    help="measure the located stage with sentence vectors stored at ingest (issue #18); only that")
     ap.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one size, in this process
     args = ap.parse_args()
     cache, eval_dir = Path(args.cache_dir).expanduser(), Path(args.eval_dir)
@@ -943,12 +1100,14 @@ def main() -> None:
                 f"_access{args.access_groups}"
         elif args.s3:
             result, suffix = measure_s3(cache, eval_dir, args.measure, args.questions, corpus), "_s3"
+        elif args.located:
+            result, suffix = measure_located(cache, eval_dir, args.measure, args.questions, corpus), "_located"
         else:
             result, suffix = measure(cache, eval_dir, args.measure, args.questions, corpus, args.retrieval_only), ""
         (cache / f"results_{args.measure}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
         return
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    if args.access_groups or args.s3:
+    if args.access_groups or args.s3 or args.located:
         extra_measurements(args, cache, eval_dir, corpus, sizes)
         return
     if not args.report_only:
@@ -979,25 +1138,28 @@ def measure_in_fresh_process(args, cache: Path, eval_dir: Path, size: str, suffi
 
 
 def extra_measurements(args, cache: Path, eval_dir: Path, corpus: Path, sizes: list[str]) -> None:
-    """--access-groups / --s3: build what they need, measure each size in a fresh process, and write
-    bench/results/scale_access.* / scale_s3.* (scale.json is left as it is)."""
+    """--access-groups / --s3 / --located: build what they need, measure each size in a fresh process, and
+    write bench/results/scale_access.* / scale_s3.* / scale_located.* (scale.json is left as it is)."""
     global _BASE_ROWS
     kinds = ([("access", f"access{args.access_groups}", ["--access-groups", str(args.access_groups)])]
-             if args.access_groups else []) + ([("s3", "s3", ["--s3"])] if args.s3 else [])
+             if args.access_groups else []) + ([("s3", "s3", ["--s3"])] if args.s3 else []) \
+        + ([("located", "located", ["--located"])] if args.located else [])
     if not args.report_only:
         _BASE_ROWS = build_base(cache, eval_dir, corpus)["chunks"]
         for size in sizes:
             if args.access_groups:
                 build_replicated(cache, size, not args.no_vector_index, args.access_groups)
-            if args.s3:
+            if args.s3 or args.located:
                 build_replicated(cache, size, not args.no_vector_index)
+            if args.located:
+                build_sentence_vectors(cache, size)
         for kind, suffix, flags in kinds:
             for size in sizes:
                 measure_in_fresh_process(args, cache, eval_dir, size, f"_{suffix}", flags, f"{kind} at ")
     _BASE_ROWS = json.loads((cache / "ingest.json").read_text())["chunks"]
     for kind, suffix, _ in kinds:
         results = write_extra_report(cache, kind, sizes, suffix, args.access_groups if kind == "access" else 0)
-        print((access_markdown if kind == "access" else s3_markdown)(results))
+        print(EXTRA_MARKDOWN[kind](results))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,17 @@ def chunking_settings(config: Config):
     return ChunkingSettings(config.chunk_max_tokens, config.chunk_overlap_tokens, config.tokenizer_encoding)
 
 
-def make_ingest(config: Config, store, embedder):
+def locates_sentences(config: Config) -> bool:
+    """Whether the configured calibration reads the closest sentence: then ingest stores each chunk's sentence
+    vectors, which the located stage would otherwise embed while the user waits."""
+    from chatbot.calibration import Calibration
+    from chatbot.pipeline import default_calibration_path
+
+    path = default_calibration_path(config)
+    return path is not None and Calibration.load(path).reads_sentence_cosine
+
+
+def make_ingest(config: Config, store, embedder, sentence_vectors: bool):
     """The ingest step bound to one store and embedder: the CLI and the UI's uploads share it.
     Built here because the CLI is the one place that composes `chatbot` with `ingest`."""
     from chatbot.retrieve import full_text_index_threshold
@@ -67,7 +77,8 @@ def make_ingest(config: Config, store, embedder):
         return ingest_paths(paths, store, embedder, settings, progress=progress,
                             full_text_index_from=full_text_index_from,
                             max_file_bytes=config.max_file_mb * 2**20, batch_chunks=config.ingest_batch_chunks,
-                            access=access, access_rules=config.access, prepare=prepare)
+                            access=access, access_rules=config.access, prepare=prepare,
+                            sentence_vectors=sentence_vectors)
 
     return ingest
 
@@ -103,8 +114,8 @@ def cmd_ingest(args) -> int:
                               progress=lambda docs, total: tqdm(docs, total=total, unit="doc", desc="embed on Ray",
                                                                 disable=args.quiet or None, file=sys.stderr))
     if paths:
-        reports.append(make_ingest(config, store, embedder)(paths, progress, access=_groups(args.access),
-                                                            prepare=prepare))
+        reports.append(make_ingest(config, store, embedder, locates_sentences(config))(
+            paths, progress, access=_groups(args.access), prepare=prepare))
     if urls:
         reports.append(_ingest_web(config, store, embedder, urls, args))
     for report in reports:
@@ -125,7 +136,8 @@ def _ingest_web(config: Config, store, embedder, urls: list[str], args):
     return ingest_urls(urls, store, embedder, settings, crawl, batch_chunks=config.ingest_batch_chunks,
                        full_text_index_from=full_text_index_threshold(config.bm25_backend, store.is_remote),
                        progress=lambda pages: tqdm(pages, unit="page", desc="fetch", file=sys.stderr,
-                                                   disable=args.quiet or None), access=_groups(args.access))
+                                                   disable=args.quiet or None), access=_groups(args.access),
+                       sentence_vectors=locates_sentences(config))
 
 
 def _groups(text: str | None) -> list[str] | None:
@@ -178,7 +190,8 @@ def cmd_serve(args) -> int:
         if args.host not in LOOPBACK_HOSTS and auth is None and users is None:
             print(f"warning: serving on {args.host} without --auth or users: anyone who can reach this machine can "
                   "read the knowledge base", file=sys.stderr)
-        app = ChatApp(pipeline, ingest=make_ingest(config, pipeline.store, pipeline.embedder), users=users,
+        ingest = make_ingest(config, pipeline.store, pipeline.embedder, pipeline.locates_sentences)
+        app = ChatApp(pipeline, ingest=ingest, users=users,
                       trusted_header=args.trusted_header or "", trusted_proxy=args.trusted_proxy or "",
                       upload_dir=Path(config.upload_dir), upload_max_bytes=config.upload_max_mb * 2**20,
                       llm_label=llm_label, replay_tab=args.replay_tab)

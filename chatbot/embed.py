@@ -78,6 +78,17 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return self._thread.run(self._embed_cached, texts)
 
+    def remember(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Put vectors made elsewhere (stored at ingest) in the cache `embed_sentences` reads."""
+        self._thread.run(self._remember, texts, vectors)
+
+    def _remember(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        for text, vector in zip(texts, np.asarray(vectors, dtype=np.float32)):
+            self._cache[text] = vector.copy()
+            self._cache.move_to_end(text)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
     def _embed_cached(self, texts: Sequence[str]) -> np.ndarray:
         # Runs on the embedder's own thread, like every encode, so the cache needs no lock.
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))

@@ -6,35 +6,74 @@ best sentence's cosine drops with that sentence. On held-out SQuAD articles, eac
 paragraph, intact against the same paragraph with the answer's sentences removed, it separates them at
 AUROC 0.795 / 0.775 (the chunk cosine 0.656 / 0.637), and beside the reranker's logit and the chunk cosine
 it lifts both that and SQuAD's written unanswerables (bench/README.md, "The closest sentence").
+
+Embedding the sentences costs about what reranking does, so ingest stores them when the calibration reads
+them (`ChunkStore.sentence_vectors`), and a question reads 5 rows instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from chatbot.sentences import quotable_sentences
-from chatbot.types import Candidate
+from chatbot.sentences import chunk_sentences, sentencing_fingerprint
+from chatbot.types import Candidate, Chunk
+
+if TYPE_CHECKING:
+    from chatbot.embed import Embedder
+    from chatbot.store import ChunkStore
+
+# Each chunk's sentences, as the located stage reads them, and their vectors, row after row.
+SentencesOf = Callable[[Sequence[Chunk]], list[tuple[list[str], np.ndarray]]]
 
 
-def closest_sentences(query_vector: np.ndarray, reranked: Sequence[Candidate],
-                      embed: Callable[[list[str]], np.ndarray], top_n: int) -> tuple[Candidate, ...]:
+class SentenceVectors:
+    """The sentences of chunks with their vectors: those stored at ingest where the knowledge base has them
+    (`chatbot ingest` stores them when the calibration reads the closest sentence), else embedded now,
+    through the embedder's cache. Stored ones are put in that cache too: the extractive answer embeds the
+    sentences of the chunks it quotes, which are among these."""
+
+    def __init__(self, embedder: "Embedder", store: "ChunkStore | None" = None):
+        self.embedder = embedder
+        self.store = store
+
+    def __call__(self, chunks: Sequence[Chunk]) -> list[tuple[list[str], np.ndarray]]:
+        per_chunk = [chunk_sentences(c.text) for c in chunks]
+        stored = {} if self.store is None else self.store.sentence_vectors(
+            [c.id for c in chunks], sentencing_fingerprint(self.embedder.fingerprint))
+        vectors: list[np.ndarray | None] = []
+        for chunk, sentences in zip(chunks, per_chunk):
+            found = stored.get(chunk.id)
+            vectors.append(found if found is not None and len(found) == len(sentences) else None)
+        known = [(s, v) for sentences, found in zip(per_chunk, vectors) if found is not None
+                 for s, v in zip(sentences, found)]
+        if known:
+            self.embedder.remember([s for s, _ in known], np.stack([v for _, v in known]))
+        missing = [k for k, found in enumerate(vectors) if found is None]
+        if missing:
+            embedded = self.embedder.embed_sentences([s for k in missing for s in per_chunk[k]])
+            at = 0
+            for k in missing:
+                vectors[k] = embedded[at:at + len(per_chunk[k])]
+                at += len(per_chunk[k])
+        return list(zip(per_chunk, vectors))
+
+
+def closest_sentences(query_vector: np.ndarray, reranked: Sequence[Candidate], sentences_of: SentencesOf,
+                      top_n: int) -> tuple[Candidate, ...]:
     """`reranked` with `closest_sentence` and its `sentence_cosine` set on the first `top_n` read candidates
     (the reranker's best, the ones its reader reads too); the rest unchanged. The sentences are the ones an
-    extractive answer may quote (a FAQ's reply read with its question), so the answer's embedding of them
-    can come from the embedder's cache."""
+    extractive answer may quote (a FAQ's reply read with its question); `sentences_of` gives them with their
+    vectors (a `SentenceVectors`)."""
     read = [k for k, c in enumerate(reranked) if c.rerank_logit is not None][:top_n]
-    per_chunk = [quotable_sentences([reranked[k]])[1] for k in read]
-    texts = [s for judged in per_chunk for s in judged]
-    if not texts:
+    if not read:
         return tuple(reranked)
-    cosines = embed(texts) @ np.asarray(query_vector, dtype=np.float32)
+    query = np.asarray(query_vector, dtype=np.float32)
     out = list(reranked)
-    at = 0
-    for k, judged in zip(read, per_chunk):
-        best = at + int(np.argmax(cosines[at:at + len(judged)]))
-        out[k] = dataclasses.replace(out[k], sentence_cosine=float(cosines[best]), closest_sentence=texts[best])
-        at += len(judged)
+    for k, (sentences, vectors) in zip(read, sentences_of([reranked[k].chunk for k in read])):
+        cosines = vectors @ query
+        best = int(np.argmax(cosines))
+        out[k] = dataclasses.replace(out[k], sentence_cosine=float(cosines[best]), closest_sentence=sentences[best])
     return tuple(out)

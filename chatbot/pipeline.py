@@ -18,7 +18,7 @@ from chatbot.config import SHIPPED_CALIBRATIONS, SHIPPED_RERANKER, SHIPPED_RERAN
 from chatbot.embed import Embedder
 from chatbot.errors import ChatbotError, ConfigError, EmptyQuestion, LLMError, StoreError, UngroundedAnswer
 from chatbot.gate import apply_gate
-from chatbot.locate import closest_sentences
+from chatbot.locate import SentenceVectors, closest_sentences
 from chatbot.record import ask_record
 from chatbot.rerank import Reranker
 from chatbot.retrieve import HybridRetriever, Retrieval
@@ -89,11 +89,13 @@ class Pipeline:
                  locate: bool | None = None):
         """`locate`: whether questions go through the located stage (`chatbot.locate`); None, only when the
         calibration's P(answerable) reads its closest-sentence cosine (the stage embeds the best chunks'
-        sentences, a cost only worth paying for a reason). Evaluation and calibration always locate."""
+        sentences unless ingest stored their vectors, a cost only worth paying for a reason). Evaluation and
+        calibration always locate."""
         self.config = config
         self.locate = locate
         self.store = store
         self.embedder = embedder
+        self.sentence_vectors = SentenceVectors(embedder, store)
         self.reranker = reranker
         self.calibration = calibration
         self.llm = llm
@@ -277,7 +279,7 @@ class Pipeline:
                                         scope=cache_scope(viewer))
         t = clock.lap("rerank_ms", t)
         if self.locates_sentences:
-            reranked = closest_sentences(query_vector, reranked, self.embedder.embed_sentences, self.config.top_n)
+            reranked = closest_sentences(query_vector, reranked, self.sentence_vectors, self.config.top_n)
             t = clock.lap("locate_ms", t)
         gate = apply_gate(reranked, self.calibration, self.config.top_n)
         clock.lap("gate_ms", t)

@@ -63,30 +63,46 @@ def split_sentences(text: str) -> list[str]:
     return [p for p in parts if len(p) >= 12 and any(ch.isalpha() for ch in p)]
 
 
+def _read(text: str):
+    """(sentence, what it is judged by, whether it is a question) for each sentence of one chunk's text."""
+    asked = ""
+    # Text aimed at a model is no answer for the reader either.
+    for s in split_sentences(withhold_instructions(text)):
+        if WITHHELD in s:
+            continue
+        is_question = s.rstrip().endswith("?")
+        yield s, (f"{asked} {s}" if asked and not is_question else s), is_question
+        asked = s if is_question else ""
+
+
 def quotable_sentences(evidence: Sequence[Candidate]) -> tuple[list[tuple[int, str]], list[str]]:
     """The sentences an extractive answer may quote, as (index into `evidence`, sentence), and what each is
     judged by: itself, or, for the first sentence after a question in the evidence (a FAQ's "What can the
     H2 carry? Up to 600 kg, ..."), the question and it: the reply alone often shares no word or topic with
     what was asked ("Up to 600 kg" for "the heaviest load it can carry")."""
-    sentences: list[tuple[int, str]] = []
-    judged: list[str] = []
-    questions: list[bool] = []
-    for i, cand in enumerate(evidence):
-        asked = ""
-        # Text aimed at a model is no answer for the reader either.
-        for s in split_sentences(withhold_instructions(cand.chunk.text)):
-            if WITHHELD in s:
-                continue
-            is_question = s.rstrip().endswith("?")
-            sentences.append((i, s))
-            judged.append(f"{asked} {s}" if asked and not is_question else s)
-            questions.append(is_question)
-            asked = s if is_question else ""
+    read = [(i, sentence, judged, is_question) for i, cand in enumerate(evidence)
+            for sentence, judged, is_question in _read(cand.chunk.text)]
     # A question in the evidence (a FAQ's heading line) restates what was asked and answers nothing, yet it
     # is what reads closest to the question: quote it only when there is nothing else.
-    statements = [k for k, is_question in enumerate(questions) if not is_question] or range(len(sentences))
-    sentences, judged = [sentences[k] for k in statements], [judged[k] for k in statements]
-    if not sentences:
+    read = [r for r in read if not r[3]] or read
+    if not read:
         sentences = [(i, c.chunk.text.strip()) for i, c in enumerate(evidence)]
-        judged = [s for _, s in sentences]
-    return sentences, judged
+        return sentences, [s for _, s in sentences]
+    return [(i, sentence) for i, sentence, _, _ in read], [judged for _, _, judged, _ in read]
+
+
+# What `chunk_sentences` returns, named: sentence vectors stored at ingest are read only under the name
+# they were made with, so a change to how a chunk is read into sentences must change it.
+SENTENCING = "sentences-v1"
+
+
+def sentencing_fingerprint(embedder_fingerprint: str) -> str:
+    return f"{SENTENCING}|{embedder_fingerprint}"
+
+
+def chunk_sentences(text: str) -> list[str]:
+    """What the located stage compares with the question for one chunk: its quotable sentences as they are
+    judged, the same as `quotable_sentences` gives for the chunk alone."""
+    read = list(_read(text))
+    read = [r for r in read if not r[2]] or read
+    return [judged for _, judged, _ in read] or [text.strip()]

@@ -35,6 +35,14 @@ WEB_SCHEMA = pa.schema([pa.field("url", pa.string(), nullable=False), pa.field("
                         pa.field("last_modified", pa.string())])
 
 
+SENTENCE_SCHEMA = pa.schema([
+    pa.field("chunk_id", pa.string(), nullable=False),
+    pa.field("sentencing", pa.string(), nullable=False),  # chatbot.sentences.sentencing_fingerprint
+    pa.field("vectors", pa.list_(pa.float16())),  # the chunk's sentence vectors, row after row
+])
+_IDS_PER_STATEMENT = 1000
+
+
 def sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -121,6 +129,7 @@ class ChunkStore:
         self._db = None
         self._table = None
         self._labels: tuple[int, frozenset[str]] | None = None  # (table version, its access labels)
+        self._sentences_table = None
 
     @property
     def is_remote(self) -> bool:
@@ -422,8 +431,90 @@ class ChunkStore:
 
     def optimize(self) -> None:
         """Compact small fragments left by many incremental writes (off the request path)."""
-        if self.table is not None:
-            try:
-                self.table.optimize()
-            except Exception:
-                pass  # compaction is an optimisation; a failure must not fail an ingest
+        for table in (self.table, self._sentences()):
+            if table is not None:
+                try:
+                    table.optimize()
+                except Exception:
+                    pass  # compaction is an optimisation; a failure must not fail an ingest
+
+    # -- sentence vectors -----------------------------------------------------
+    # Each chunk's sentences embedded at ingest, for the located stage, which otherwise embeds the best
+    # chunks' sentences while the user waits. A table beside the chunks, keyed by chunk id (which changes
+    # with the document's content), so a row never describes other text than its chunk's. Rows are added
+    # after the chunks they belong to and pruned after those go: a chunk without its row is embedded at
+    # question time, as on a knowledge base ingested before. float16: half the disk, cosines within 1e-3.
+    @property
+    def sentences_table_name(self) -> str:
+        return f"{self.table_name}_sentences"
+
+    def _sentences(self):
+        # Kept once found: an open handle reads the table's latest version (read_consistency_interval 0).
+        if self._sentences_table is None:
+            self._sentences_table = self._open(self.sentences_table_name)
+        return self._sentences_table
+
+    def sentence_vectors(self, chunk_ids: Sequence[str], sentencing: str) -> dict[str, np.ndarray]:
+        """{chunk id: its stored sentence vectors, (sentences, dim) float32} for those of `chunk_ids` stored
+        under `sentencing`; a knowledge base without any gives {}."""
+        table = self._sentences() if chunk_ids else None
+        if table is None:
+            return {}
+        where = (f"sentencing = {sql_str(sentencing)} AND chunk_id IN ("
+                 + ", ".join(sql_str(i) for i in chunk_ids) + ")")
+        rows = table.search().where(where).select(["chunk_id", "vectors"]).limit(len(chunk_ids)).to_arrow()
+        dimension = self.table.schema.field("vector").type.list_size
+        return {chunk_id: np.asarray(flat, dtype=np.float32).reshape(-1, dimension)
+                for chunk_id, flat in zip(rows.column("chunk_id").to_pylist(),
+                                          rows.column("vectors").to_numpy(zero_copy_only=False))}
+
+    def chunks_lacking_sentence_vectors(self, sentencing: str) -> list[tuple[str, str]]:
+        """(chunk id, text) of every chunk with no sentence vectors stored under `sentencing`."""
+        if self.table is None:
+            return []
+        table = self._sentences()
+        have = set() if table is None else set(
+            table.search().where(f"sentencing = {sql_str(sentencing)}").select(["chunk_id"]).limit(None)
+            .to_arrow().column("chunk_id").to_pylist())
+        if not set(self._scan(["id"]).column("id").to_pylist()) - have:
+            return []  # the usual re-ingest: every chunk's text stays unread
+        chunks = self._scan(["id", "text"])
+        return [(i, text) for i, text in zip(chunks.column("id").to_pylist(), chunks.column("text").to_pylist())
+                if i not in have]
+
+    def add_sentence_vectors(self, rows: Sequence[tuple[str, np.ndarray]], sentencing: str) -> None:
+        if not rows:
+            return
+        data = pa.table({
+            "chunk_id": [chunk_id for chunk_id, _ in rows], "sentencing": [sentencing] * len(rows),
+            "vectors": pa.array([np.asarray(v, dtype=np.float16).ravel() for _, v in rows],
+                                type=pa.list_(pa.float16())),
+        }, schema=SENTENCE_SCHEMA)
+        table = self._sentences()
+        if table is None:
+            table = self._sentences_table = self.db.create_table(self.sentences_table_name, schema=SENTENCE_SCHEMA)
+        table.add(data)
+
+    def prune_sentence_vectors(self, sentencing: str) -> int:
+        """Delete the sentence vectors of chunks no longer stored, and any made under another `sentencing`
+        (another embedder, or an older way of reading sentences); returns how many rows went."""
+        table = self._sentences()
+        if table is None:
+            return 0
+        rows = table.search().select(["chunk_id", "sentencing"]).limit(None).to_arrow()
+        stored = set(self._scan(["id"]).column("id").to_pylist()) if self.table is not None else set()
+        made_under = rows.column("sentencing").to_pylist()
+        other = sum(made != sentencing for made in made_under)
+        if other:
+            table.delete(f"sentencing != {sql_str(sentencing)}")
+        gone = sorted({i for i, made in zip(rows.column("chunk_id").to_pylist(), made_under)
+                       if made == sentencing and i not in stored})
+        for at in range(0, len(gone), _IDS_PER_STATEMENT):
+            table.delete("chunk_id IN (" + ", ".join(sql_str(i) for i in gone[at:at + _IDS_PER_STATEMENT]) + ")")
+        return other + len(gone)
+
+    def index_sentence_vectors(self) -> None:
+        """A B-tree on chunk_id: the located stage looks up a handful of chunks per question."""
+        table = self._sentences()
+        if table is not None:
+            table.create_scalar_index("chunk_id", index_type="BTREE", replace=True)

@@ -21,6 +21,7 @@ import numpy as np
 
 from chatbot.embed import Embedder
 from chatbot.errors import ParseError
+from chatbot.sentences import chunk_sentences, sentencing_fingerprint
 from chatbot.store import ChunkStore
 from chatbot.types import Chunk
 from ingest.chunk import chunk_document
@@ -49,6 +50,7 @@ class IngestReport:
     relabeled: list[str] = field(default_factory=list)  # unchanged, but now readable by other groups
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     chunks_written: int = 0
+    sentences_of_chunks: int = 0  # chunks whose sentences were embedded and stored for the located stage
     embed_seconds: float = 0.0
     total_seconds: float = 0.0
 
@@ -57,7 +59,8 @@ class IngestReport:
         return (f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
                 + (f"{len(self.relabeled)} relabeled, " if self.relabeled else "") +
                 f"{len(self.removed)} removed, {len(self.failed)} failed; "
-                f"{self.chunks_written} chunks written in {self.total_seconds:.1f}s{rate}")
+                f"{self.chunks_written} chunks written in {self.total_seconds:.1f}s{rate}"
+                + (f"; the sentences of {self.sentences_of_chunks} chunks embedded" if self.sentences_of_chunks else ""))
 
 
 def discover(paths: Sequence[Path]) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
@@ -108,6 +111,7 @@ def ingest_paths(
     access: Sequence[str] | None = None,
     access_rules: dict[str, Sequence[str]] | None = None,
     prepare: Preparer | None = None,
+    sentence_vectors: bool = False,
 ) -> IngestReport:
     """`full_text_index_from`: also (re)build LanceDB's full-text index, for the "lancedb" BM25 backend,
     once the table holds at least this many chunks (0: always; None: never). `access`: the groups that
@@ -116,12 +120,14 @@ def ingest_paths(
     given other groups is relabeled in place, without parsing or embedding it again.
     `prepare`: where changed documents are parsed, chunked and embedded (default: in this process;
     `ingest.on_ray.RayPreparer` for a Ray cluster). Commits are made here either way.
+    `sentence_vectors`: also store each chunk's sentence vectors, which the located stage reads (a knowledge
+    base ingested without them gains them on its next ingest, its chunks untouched).
     Only one ingest writes to a knowledge base at a time: a second raises `StoreBusy`."""
     with store.write_lock():
         rules = {} if access else {Path(folder).expanduser().resolve(): access_groups(groups)
                                    for folder, groups in (access_rules or {}).items()}
         return _ingest(paths, store, embedder, settings, batch_chunks, progress, full_text_index_from, max_file_bytes,
-                       access_groups(access), rules, prepare)
+                       access_groups(access), rules, prepare, embedder if sentence_vectors else None)
 
 
 def _ruled_access(path: Path, rules: dict[Path, tuple[str, ...]]) -> tuple[str, ...] | None:
@@ -151,7 +157,8 @@ class Source:
 
 def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSettings, batch_chunks: int,
             progress, full_text_index_from: int | None, max_file_bytes: int, access: tuple[str, ...],
-            rules: dict[Path, tuple[str, ...]], prepare: Preparer | None) -> IngestReport:
+            rules: dict[Path, tuple[str, ...]], prepare: Preparer | None,
+            sentence_embedder: Embedder | None) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport()
     files, folders, failures = discover([Path(p) for p in paths])
@@ -161,7 +168,7 @@ def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSett
                for path in iterator for source in [_read(path, max_file_bytes)])
     seen = write_sources(sources, store, embedder, settings, batch_chunks, report, access, prepare)
     gone = [p for p in store.document_hashes() if p not in seen and any(_is_under(p, f) for f in folders)]
-    finish(store, report, gone, full_text_index_from, started)
+    finish(store, report, gone, full_text_index_from, started, sentence_embedder)
     return report
 
 
@@ -309,17 +316,41 @@ def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedd
 
 
 def finish(store: ChunkStore, report: IngestReport, gone: Sequence[str], full_text_index_from: int | None,
-           started: float) -> None:
-    """Remove `gone` documents, compact, rebuild the full-text index when due, and time the report."""
+           started: float, sentence_embedder: Embedder | None = None) -> None:
+    """Remove `gone` documents, store sentence vectors where asked, compact, rebuild the full-text index when
+    due, and time the report."""
     if gone:
         store.remove_documents(gone)
         report.removed.extend(gone)
-    if report.chunks_written or gone or report.relabeled:
+    sentences_changed = store_sentence_vectors(store, sentence_embedder, report) if sentence_embedder else False
+    if report.chunks_written or gone or report.relabeled or sentences_changed:
         store.optimize()
         store.index_access()
+        if sentences_changed:
+            store.index_sentence_vectors()
         if full_text_index_from is not None and store.count() >= full_text_index_from:
             store.build_full_text_index()
     report.total_seconds = time.perf_counter() - started
+
+
+SENTENCE_BATCH_CHUNKS = 256
+
+
+def store_sentence_vectors(store: ChunkStore, embedder: Embedder, report: IngestReport) -> bool:
+    """Embed and store the sentences of every chunk that has none stored (the whole knowledge base the first
+    time, then what changed), and drop those of chunks gone; whether anything changed. In batches, each
+    committed: an ingest stopped midway keeps what it stored, and the next one goes on from there."""
+    sentencing = sentencing_fingerprint(embedder.fingerprint)
+    lacking = store.chunks_lacking_sentence_vectors(sentencing)
+    for at in range(0, len(lacking), SENTENCE_BATCH_CHUNKS):
+        batch = lacking[at:at + SENTENCE_BATCH_CHUNKS]
+        per_chunk = [chunk_sentences(text) for _, text in batch]
+        vectors = embedder.embed_documents([s for sentences in per_chunk for s in sentences])
+        ends = np.cumsum([len(sentences) for sentences in per_chunk])
+        store.add_sentence_vectors([(chunk_id, vectors[end - len(sentences):end])
+                                    for (chunk_id, _), sentences, end in zip(batch, per_chunk, ends)], sentencing)
+        report.sentences_of_chunks += len(batch)
+    return bool(store.prune_sentence_vectors(sentencing)) or bool(lacking)
 
 
 def _is_under(path: str, folder: Path) -> bool:

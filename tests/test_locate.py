@@ -9,7 +9,7 @@ from chatbot.calibrate import LabelledQuestion, fit_calibration
 from chatbot.calibration import Calibration, question_features
 from chatbot.embed import Embedder
 from chatbot.errors import CalibrationError
-from chatbot.locate import closest_sentences
+from chatbot.locate import SentenceVectors, closest_sentences
 from chatbot.record import candidate_from_record, candidate_record
 from chatbot.types import Candidate, Chunk
 
@@ -44,7 +44,7 @@ def test_the_closest_sentence_is_the_one_that_answers_and_only_the_best_ranked_a
     q = embedder.embed_query(question)
     reranked = (_candidate(0, HANDBOOK, 3.0), _candidate(1, WITHOUT_ANSWER, 2.0), _candidate(2, HANDBOOK, 1.0),
                 _candidate(3, HANDBOOK, None))  # the last past the rerank depth: never read
-    located = closest_sentences(q, reranked, embedder.embed_sentences, top_n=2)
+    located = closest_sentences(q, reranked, SentenceVectors(embedder), top_n=2)
     assert located[0].closest_sentence == "Annual leave is 25 days a year for full-time staff."
     assert np.isclose(located[0].sentence_cosine, float(embedder.embed_query(located[0].closest_sentence) @ q), atol=1e-5)
     # The same topic without the sentence that answers: its closest sentence is another, further from the question.
@@ -53,7 +53,7 @@ def test_the_closest_sentence_is_the_one_that_answers_and_only_the_best_ranked_a
     # Past top_n, and past the rerank depth, nothing is set; everything else is unchanged.
     assert located[2].sentence_cosine is None and located[3].sentence_cosine is None
     assert [dataclasses.replace(c, sentence_cosine=None, closest_sentence=None) for c in located] == list(reranked)
-    assert closest_sentences(q, (), embedder.embed_sentences, top_n=5) == ()
+    assert closest_sentences(q, (), SentenceVectors(embedder), top_n=5) == ()
 
 
 def test_sentence_embeddings_come_from_a_bounded_cache(embedder):
@@ -182,3 +182,120 @@ def test_the_located_calibration_is_named_for_the_shipped_reranker_only(tmp_path
     assert default_calibration_path(Config(reranker="some/model")) is None
     with pytest.raises(ConfigError, match="fitted for the shipped reranker"):
         default_calibration_path(Config(reranker="some/model", calibration="located"))
+
+
+def _ingest(paths, uri, embedder, sentence_vectors=True):
+    from chatbot.store import ChunkStore
+    from ingest.run import ChunkingSettings, ingest_paths
+
+    return ingest_paths(paths, ChunkStore(uri), embedder, ChunkingSettings(), sentence_vectors=sentence_vectors)
+
+
+def _stored_rows(uri) -> dict[str, np.ndarray]:
+    from chatbot.sentences import sentencing_fingerprint
+    from chatbot.store import ChunkStore
+
+    store = ChunkStore(uri)
+    ids = store._scan(["id"]).column("id").to_pylist()
+    return store.sentence_vectors(ids, sentencing_fingerprint(EMBEDDER))
+
+
+EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_ingest_stores_each_chunks_sentence_vectors_and_the_located_stage_reads_them_instead_of_embedding(
+        sample_db, writable_sample_db, embedder, tiny_reranker_dir):
+    from chatbot.sentences import chunk_sentences
+    from chatbot.store import ChunkStore
+    from tests.helpers import SAMPLE_KB, make_pipeline
+
+    assert _stored_rows(writable_sample_db) == {}  # ingested before: none yet, and nothing breaks
+    report = _ingest([SAMPLE_KB], writable_sample_db, embedder)
+    store = ChunkStore(writable_sample_db)
+    # An unchanged knowledge base gains them: no document re-read, every chunk's sentences embedded once.
+    assert report.chunks_written == 0 and report.sentences_of_chunks == store.count()
+    assert "the sentences of" in report.summary()
+    stored = _stored_rows(writable_sample_db)
+    texts = dict(zip(store._scan(["id"]).column("id").to_pylist(), store._scan(["text"]).column("text").to_pylist()))
+    assert set(stored) == set(texts)
+    for chunk_id in list(texts)[:20]:
+        sentences = chunk_sentences(texts[chunk_id])
+        assert stored[chunk_id].shape == (len(sentences), embedder.dimension)
+        assert np.abs(stored[chunk_id] - embedder.embed_documents(sentences)).max() < 2e-3  # float16 on disk
+    assert _ingest([SAMPLE_KB], writable_sample_db, embedder).sentences_of_chunks == 0  # nothing new to embed
+
+    question = "What is the maximum payload of the H2?"
+    fresh = make_pipeline(sample_db, tiny_reranker_dir, floor=0.0, top_n=3, traces=False)
+    with_stored = make_pipeline(writable_sample_db, tiny_reranker_dir, floor=0.0, top_n=3, traces=False)
+    fresh.locate = with_stored.locate = True
+    with_stored.embedder = counting = CountingEmbedder(embedder)
+    with_stored.sentence_vectors.embedder = counting
+    with_stored.retriever.embedder = counting
+    a, b = fresh.ask(question), with_stored.ask(question)
+    # Not one sentence embedded while asking: locate read them, and the answer found them in the cache.
+    assert set(counting.encoded) == {question}
+    located = {c.chunk.id: c for c in a.gate.ranked if c.sentence_cosine is not None}
+    assert located and {c.chunk.id for c in b.gate.ranked if c.sentence_cosine is not None} == set(located)
+    for c in b.gate.ranked:
+        if c.chunk.id in located:
+            assert c.closest_sentence == located[c.chunk.id].closest_sentence
+            assert abs(c.sentence_cosine - located[c.chunk.id].sentence_cosine) < 2e-3
+    assert b.outcome.text == a.outcome.text
+
+
+def test_sentence_vectors_follow_their_chunks_and_a_row_that_does_not_fit_is_embedded_again(tmp_path, embedder):
+    from chatbot.locate import SentenceVectors
+    from chatbot.sentences import chunk_sentences, sentencing_fingerprint
+    from chatbot.store import ChunkStore
+
+    docs, uri = tmp_path / "docs", str(tmp_path / "db")
+    docs.mkdir()
+    (docs / "leave.md").write_text("# Leave\n\n" + HANDBOOK + "\n")
+    (docs / "travel.md").write_text("# Travel\n\nHotels are booked through Meridian. The nightly cap in London is "
+                                    "GBP 180. Economy class is the rule for flights under six hours.\n")
+    _ingest([docs], uri, embedder)
+    store = ChunkStore(uri)
+    ids = lambda: set(store._scan(["id"]).column("id").to_pylist())  # noqa: E731
+    assert set(_stored_rows(uri)) == ids() and len(ids()) == 2
+
+    (docs / "leave.md").write_text("# Leave\n\n" + WITHOUT_ANSWER + "\n")  # a changed document: new chunk ids
+    report = _ingest([docs], uri, embedder)
+    assert report.sentences_of_chunks == 1
+    table = store._sentences().to_arrow()
+    assert set(table.column("chunk_id").to_pylist()) == ids()  # the old chunk's row went with it
+    (docs / "travel.md").unlink()
+    _ingest([docs], uri, embedder)
+    assert set(store._sentences().to_arrow().column("chunk_id").to_pylist()) == ids() and len(ids()) == 1
+
+    # Rows made another way (an older sentencing, another embedder) are never read, and the next ingest drops
+    # them; a row whose count does not match its chunk's sentences is embedded again at question time.
+    (chunk_id,) = ids()
+    store.add_sentence_vectors([(chunk_id, np.zeros((1, embedder.dimension)))], "sentences-v0|" + EMBEDDER)
+    assert _ingest([docs], uri, embedder).sentences_of_chunks == 0
+    assert store._sentences().to_arrow().column("sentencing").to_pylist() == [sentencing_fingerprint(EMBEDDER)]
+    store._sentences().delete("TRUE")
+    store.add_sentence_vectors([(chunk_id, np.zeros((1, embedder.dimension)))], sentencing_fingerprint(EMBEDDER))
+    counting = CountingEmbedder(embedder)
+    text = store._scan(["text"]).column("text").to_pylist()[0]
+    target = Chunk(id=chunk_id, doc_path="leave.md", title="", heading_path=(), position=0, text=text,
+                   token_count=0, content_hash="")
+    ((sentences, vectors),) = SentenceVectors(counting, store)([target])
+    assert sentences == chunk_sentences(text) and counting.encoded == sentences and len(vectors) == len(sentences)
+
+
+def test_chatbot_ingest_stores_sentence_vectors_when_the_calibration_reads_them(tmp_path, capsys):
+    from chatbot.cli import main
+    from tests.helpers import SAMPLE_KB
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "expense-policy.md").write_bytes((SAMPLE_KB / "expense-policy.md").read_bytes())
+    plain, located = tmp_path / "plain.toml", tmp_path / "located.toml"
+    plain.write_text(f'db_uri = "{tmp_path / "db1"}"\n')
+    located.write_text(f'db_uri = "{tmp_path / "db2"}"\ncalibration = "located"\n')
+    assert main(["--config", str(plain), "ingest", str(docs), "--quiet"]) == 0
+    assert "sentences" not in capsys.readouterr().out and _stored_rows(str(tmp_path / "db1")) == {}
+    assert main(["--config", str(located), "ingest", str(docs), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    stored = _stored_rows(str(tmp_path / "db2"))
+    assert f"the sentences of {len(stored)} chunks embedded" in out and len(stored) > 3
