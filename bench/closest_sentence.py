@@ -21,31 +21,41 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-SCORES = ("rerank_logit", "chunk cosine", "closest sentence")
-MIXES = {"rerank_logit + chunk cosine (what P(answerable) reads today)": ("rerank_logit", "chunk cosine"),
-         "+ closest sentence": ("rerank_logit", "chunk cosine", "closest sentence"),
-         "rerank_logit + closest sentence": ("rerank_logit", "closest sentence")}
+SCORES = ("rerank_logit", "chunk cosine", "closest sentence", "rerank_logit of its window")
+MIXES = {"rerank_logit + chunk cosine (the default calibration's)": ("rerank_logit", "chunk cosine"),
+         "+ closest sentence (the located calibration's)": ("rerank_logit", "chunk cosine", "closest sentence"),
+         "rerank_logit + closest sentence": ("rerank_logit", "closest sentence"),
+         "+ closest sentence + rerank_logit of its window": ("rerank_logit", "chunk cosine", "closest sentence",
+                                                             "rerank_logit of its window")}
 
 
 def scores(pairs, ce, embedder) -> dict[str, np.ndarray]:
     """Per (question, passage): the reranker's logit, the embedder's cosine to the whole passage (as the vector
-    search stores it), and the located stage's closest-sentence cosine, through the product's own code."""
+    search stores it), the located stage's closest-sentence cosine, through the product's own code, and the
+    reranker's logit on that sentence's window (it and its neighbours, three sentences): a probe, not in the
+    product, of whether the reranker reads answerability better where the embedder points it."""
     from answer_stripped import pair_scores
 
-    from chatbot.locate import closest_sentences
+    from chatbot.locate import SentenceVectors, closest_sentences
+    from chatbot.sentences import chunk_sentences
     from chatbot.types import Candidate, Chunk
 
     questions = embedder.embed_documents([q for q, _ in pairs])
     passages = embedder.embed_documents([p for _, p in pairs])
-    located = []
+    located, windows = [], []
+    sentences_of = SentenceVectors(embedder)
     for (q, p), vector in zip(pairs, questions):
         chunk = Chunk(id="c", doc_path="d", title="", heading_path=(), position=0, text=p, token_count=0,
                       content_hash="")
         (c,) = closest_sentences(vector, (Candidate(chunk, 0.0, 1, 0.0, 1, 0.0, rerank_logit=0.0),),
-                                 embedder.embed_sentences, top_n=1)
+                                 sentences_of, top_n=1)
         located.append(c.sentence_cosine)
+        sentences = chunk_sentences(p)
+        at = sentences.index(c.closest_sentence)
+        windows.append((q, " ".join(sentences[max(0, at - 1):at + 2])))
     return {"rerank_logit": pair_scores(ce, pairs)["rerank_logit"],
-            "chunk cosine": np.einsum("ij,ij->i", questions, passages), "closest sentence": np.array(located)}
+            "chunk cosine": np.einsum("ij,ij->i", questions, passages), "closest sentence": np.array(located),
+            "rerank_logit of its window": pair_scores(ce, windows)["rerank_logit"]}
 
 
 def main() -> None:
