@@ -14,16 +14,20 @@ them (`ChunkStore.sentence_vectors`), and a question reads 5 rows instead.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from chatbot.errors import StoreError
 from chatbot.sentences import chunk_sentences, sentencing_fingerprint
 from chatbot.types import Candidate, Chunk
 
 if TYPE_CHECKING:
     from chatbot.embed import Embedder
     from chatbot.store import ChunkStore
+
+LOG = logging.getLogger("chatbot.locate")
 
 # Each chunk's sentences, as the located stage reads them, and their vectors, row after row.
 SentencesOf = Callable[[Sequence[Chunk]], list[tuple[list[str], np.ndarray]]]
@@ -38,11 +42,11 @@ class SentenceVectors:
     def __init__(self, embedder: "Embedder", store: "ChunkStore | None" = None):
         self.embedder = embedder
         self.store = store
+        self._warned = False
 
     def __call__(self, chunks: Sequence[Chunk]) -> list[tuple[list[str], np.ndarray]]:
         per_chunk = [chunk_sentences(c.text) for c in chunks]
-        stored = {} if self.store is None else self.store.sentence_vectors(
-            [c.id for c in chunks], sentencing_fingerprint(self.embedder.fingerprint))
+        stored = self._stored([c.id for c in chunks])
         vectors: list[np.ndarray | None] = []
         for chunk, sentences in zip(chunks, per_chunk):
             found = stored.get(chunk.id)
@@ -59,6 +63,18 @@ class SentenceVectors:
                 vectors[k] = embedded[at:at + len(per_chunk[k])]
                 at += len(per_chunk[k])
         return list(zip(per_chunk, vectors))
+
+    def _stored(self, chunk_ids: list[str]) -> dict[str, np.ndarray]:
+        if self.store is None:
+            return {}
+        try:
+            return self.store.sentence_vectors(chunk_ids, sentencing_fingerprint(self.embedder.fingerprint))
+        except StoreError as e:
+            # They only save time: a table that cannot be read costs the question an embedding, not its answer.
+            if not self._warned:
+                LOG.warning("%s; embedding sentences per question instead", e)
+                self._warned = True
+            return {}
 
 
 def closest_sentences(query_vector: np.ndarray, reranked: Sequence[Candidate], sentences_of: SentencesOf,

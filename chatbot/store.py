@@ -462,20 +462,28 @@ class ChunkStore:
             return {}
         where = (f"sentencing = {sql_str(sentencing)} AND chunk_id IN ("
                  + ", ".join(sql_str(i) for i in chunk_ids) + ")")
-        rows = table.search().where(where).select(["chunk_id", "vectors"]).limit(len(chunk_ids)).to_arrow()
-        dimension = self.table.schema.field("vector").type.list_size
-        return {chunk_id: np.asarray(flat, dtype=np.float32).reshape(-1, dimension)
-                for chunk_id, flat in zip(rows.column("chunk_id").to_pylist(),
-                                          rows.column("vectors").to_numpy(zero_copy_only=False))}
+        try:
+            rows = table.search().where(where).select(["chunk_id", "vectors"]).limit(len(chunk_ids)).to_arrow()
+            dimension = self.table.schema.field("vector").type.list_size
+            return {chunk_id: np.asarray(flat, dtype=np.float32).reshape(-1, dimension)
+                    for chunk_id, flat in zip(rows.column("chunk_id").to_pylist(),
+                                              rows.column("vectors").to_numpy(zero_copy_only=False))}
+        except Exception as e:  # LanceDB's own errors, or rows that are not vectors of this dimension
+            raise StoreError(f"cannot read the sentence vectors in '{self.sentences_table_name}' at '{self.uri}': "
+                             f"{e}; remove that table and ingest again (the chunks are kept)") from e
 
     def chunks_lacking_sentence_vectors(self, sentencing: str) -> list[tuple[str, str]]:
         """(chunk id, text) of every chunk with no sentence vectors stored under `sentencing`."""
         if self.table is None:
             return []
         table = self._sentences()
-        have = set() if table is None else set(
-            table.search().where(f"sentencing = {sql_str(sentencing)}").select(["chunk_id"]).limit(None)
-            .to_arrow().column("chunk_id").to_pylist())
+        try:
+            have = set() if table is None else set(
+                table.search().where(f"sentencing = {sql_str(sentencing)}").select(["chunk_id"]).limit(None)
+                .to_arrow().column("chunk_id").to_pylist())
+        except Exception as e:
+            raise StoreError(f"cannot read the sentence vectors in '{self.sentences_table_name}' at '{self.uri}': "
+                             f"{e}; remove that table and ingest again (the chunks are kept)") from e
         if not set(self._scan(["id"]).column("id").to_pylist()) - have:
             return []  # the usual re-ingest: every chunk's text stays unread
         chunks = self._scan(["id", "text"])

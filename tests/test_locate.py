@@ -299,3 +299,29 @@ def test_chatbot_ingest_stores_sentence_vectors_when_the_calibration_reads_them(
     out = capsys.readouterr().out
     stored = _stored_rows(str(tmp_path / "db2"))
     assert f"the sentences of {len(stored)} chunks embedded" in out and len(stored) > 3
+
+
+def test_a_sentence_table_that_cannot_be_read_costs_an_embedding_not_the_answer(writable_sample_db, embedder, caplog):
+    import pyarrow as pa
+
+    from chatbot.locate import SentenceVectors
+    from chatbot.store import ChunkStore
+
+    store = ChunkStore(writable_sample_db)
+    # Another tool's table under the same name: no vectors in it.
+    store.db.create_table(store.sentences_table_name, data=pa.table({"chunk_id": ["x"], "note": ["not vectors"]}))
+    text = store._scan(["text"]).column("text").to_pylist()[0]
+    chunk = Chunk(id="x", doc_path="d.md", title="", heading_path=(), position=0, text=text, token_count=0,
+                  content_hash="")
+    counting = CountingEmbedder(embedder)
+    with caplog.at_level("WARNING", logger="chatbot.locate"):
+        ((sentences, vectors),) = SentenceVectors(counting, store)([chunk])
+    assert counting.encoded == sentences and vectors.shape == (len(sentences), embedder.dimension)
+    assert "cannot read the sentence vectors" in caplog.text and store.sentences_table_name in caplog.text
+    # An ingest that would add to it says what to do, after its documents are stored.
+    from chatbot.errors import StoreError
+    from tests.helpers import SAMPLE_KB
+
+    with pytest.raises(StoreError, match="remove that table and ingest again"):
+        _ingest([SAMPLE_KB], writable_sample_db, embedder)
+    assert ChunkStore(writable_sample_db).count() == store.count() > 0
