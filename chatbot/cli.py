@@ -73,12 +73,12 @@ def make_ingest(config: Config, store, embedder, sentence_vectors: bool):
     settings = chunking_settings(config)
     full_text_index_from = full_text_index_threshold(config.bm25_backend, store.is_remote)
 
-    def ingest(paths, progress=None, access=None, prepare=None):
+    def ingest(paths, progress=None, access=None, prepare=None, sentence_progress=None):
         return ingest_paths(paths, store, embedder, settings, progress=progress,
                             full_text_index_from=full_text_index_from,
                             max_file_bytes=config.max_file_mb * 2**20, batch_chunks=config.ingest_batch_chunks,
                             access=access, access_rules=config.access, prepare=prepare,
-                            sentence_vectors=sentence_vectors)
+                            sentence_vectors=sentence_vectors, sentence_progress=sentence_progress)
 
     return ingest
 
@@ -95,6 +95,9 @@ def cmd_ingest(args) -> int:
 
     def progress(files, total):
         return tqdm(files, total=total, unit="file", desc="ingest", disable=args.quiet or None, file=sys.stderr)
+
+    def sentence_progress(chunks, total):  # the located stage's sentence vectors, after the documents
+        return tqdm(chunks, total=total, unit="chunk", desc="sentences", disable=args.quiet or None, file=sys.stderr)
 
     from ingest.web import is_url
 
@@ -115,9 +118,9 @@ def cmd_ingest(args) -> int:
                                                                 disable=args.quiet or None, file=sys.stderr))
     if paths:
         reports.append(make_ingest(config, store, embedder, locates_sentences(config))(
-            paths, progress, access=_groups(args.access), prepare=prepare))
+            paths, progress, access=_groups(args.access), prepare=prepare, sentence_progress=sentence_progress))
     if urls:
-        reports.append(_ingest_web(config, store, embedder, urls, args))
+        reports.append(_ingest_web(config, store, embedder, urls, args, sentence_progress))
     for report in reports:
         _print_ingest(report)
     print(f"knowledge base: {store.count()} chunks in table '{config.table}' at {config.db_uri}")
@@ -125,7 +128,7 @@ def cmd_ingest(args) -> int:
     return 1 if any(r.failed for r in reports) and not done else 0
 
 
-def _ingest_web(config: Config, store, embedder, urls: list[str], args):
+def _ingest_web(config: Config, store, embedder, urls: list[str], args, sentence_progress=None):
     from tqdm import tqdm
 
     from chatbot.retrieve import full_text_index_threshold
@@ -137,7 +140,7 @@ def _ingest_web(config: Config, store, embedder, urls: list[str], args):
                        full_text_index_from=full_text_index_threshold(config.bm25_backend, store.is_remote),
                        progress=lambda pages: tqdm(pages, unit="page", desc="fetch", file=sys.stderr,
                                                    disable=args.quiet or None), access=_groups(args.access),
-                       sentence_vectors=locates_sentences(config))
+                       sentence_vectors=locates_sentences(config), sentence_progress=sentence_progress)
 
 
 def _groups(text: str | None) -> list[str] | None:

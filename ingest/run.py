@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ def ingest_paths(
     access_rules: dict[str, Sequence[str]] | None = None,
     prepare: Preparer | None = None,
     sentence_vectors: bool = False,
+    sentence_progress: Callable[[Iterable, int], Iterable] | None = None,
 ) -> IngestReport:
     """`full_text_index_from`: also (re)build LanceDB's full-text index, for the "lancedb" BM25 backend,
     once the table holds at least this many chunks (0: always; None: never). `access`: the groups that
@@ -121,13 +123,15 @@ def ingest_paths(
     `prepare`: where changed documents are parsed, chunked and embedded (default: in this process;
     `ingest.on_ray.RayPreparer` for a Ray cluster). Commits are made here either way.
     `sentence_vectors`: also store each chunk's sentence vectors, which the located stage reads (a knowledge
-    base ingested without them gains them on its next ingest, its chunks untouched).
+    base ingested without them gains them on its next ingest, its chunks untouched); `sentence_progress` wraps
+    that step's chunks as `progress` does the files.
     Only one ingest writes to a knowledge base at a time: a second raises `StoreBusy`."""
     with store.write_lock():
         rules = {} if access else {Path(folder).expanduser().resolve(): access_groups(groups)
                                    for folder, groups in (access_rules or {}).items()}
         return _ingest(paths, store, embedder, settings, batch_chunks, progress, full_text_index_from, max_file_bytes,
-                       access_groups(access), rules, prepare, embedder if sentence_vectors else None)
+                       access_groups(access), rules, prepare,
+                       SentenceStep(embedder, sentence_progress) if sentence_vectors else None)
 
 
 def _ruled_access(path: Path, rules: dict[Path, tuple[str, ...]]) -> tuple[str, ...] | None:
@@ -158,7 +162,7 @@ class Source:
 def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSettings, batch_chunks: int,
             progress, full_text_index_from: int | None, max_file_bytes: int, access: tuple[str, ...],
             rules: dict[Path, tuple[str, ...]], prepare: Preparer | None,
-            sentence_embedder: Embedder | None) -> IngestReport:
+            sentences: SentenceStep | None) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport()
     files, folders, failures = discover([Path(p) for p in paths])
@@ -168,7 +172,7 @@ def _ingest(paths, store: ChunkStore, embedder: Embedder, settings: ChunkingSett
                for path in iterator for source in [_read(path, max_file_bytes)])
     seen = write_sources(sources, store, embedder, settings, batch_chunks, report, access, prepare)
     gone = [p for p in store.document_hashes() if p not in seen and any(_is_under(p, f) for f in folders)]
-    finish(store, report, gone, full_text_index_from, started, sentence_embedder)
+    finish(store, report, gone, full_text_index_from, started, sentences)
     return report
 
 
@@ -316,13 +320,14 @@ def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedd
 
 
 def finish(store: ChunkStore, report: IngestReport, gone: Sequence[str], full_text_index_from: int | None,
-           started: float, sentence_embedder: Embedder | None = None) -> None:
+           started: float, sentences: SentenceStep | None = None) -> None:
     """Remove `gone` documents, store sentence vectors where asked, compact, rebuild the full-text index when
     due, and time the report."""
     if gone:
         store.remove_documents(gone)
         report.removed.extend(gone)
-    sentences_changed = store_sentence_vectors(store, sentence_embedder, report) if sentence_embedder else False
+    sentences_changed = store_sentence_vectors(store, sentences.embedder, report, sentences.progress) \
+        if sentences else False
     if report.chunks_written or gone or report.relabeled or sentences_changed:
         store.optimize()
         store.index_access()
@@ -336,14 +341,22 @@ def finish(store: ChunkStore, report: IngestReport, gone: Sequence[str], full_te
 SENTENCE_BATCH_CHUNKS = 256
 
 
-def store_sentence_vectors(store: ChunkStore, embedder: Embedder, report: IngestReport) -> bool:
+@dataclass(frozen=True)
+class SentenceStep:
+    """An ingest's last step, when asked for: store each chunk's sentence vectors (`store_sentence_vectors`)."""
+    embedder: Embedder
+    progress: Callable[[Iterable, int], Iterable] | None = None
+
+
+def store_sentence_vectors(store: ChunkStore, embedder: Embedder, report: IngestReport,
+                           progress: Callable[[Iterable, int], Iterable] | None = None) -> bool:
     """Embed and store the sentences of every chunk that has none stored (the whole knowledge base the first
     time, then what changed), and drop those of chunks gone; whether anything changed. In batches, each
     committed: an ingest stopped midway keeps what it stored, and the next one goes on from there."""
     sentencing = sentencing_fingerprint(embedder.fingerprint)
     lacking = store.chunks_lacking_sentence_vectors(sentencing)
-    for at in range(0, len(lacking), SENTENCE_BATCH_CHUNKS):
-        batch = lacking[at:at + SENTENCE_BATCH_CHUNKS]
+    chunks = iter(progress(lacking, len(lacking)) if progress and lacking else lacking)
+    while batch := list(itertools.islice(chunks, SENTENCE_BATCH_CHUNKS)):
         per_chunk = [chunk_sentences(text) for _, text in batch]
         vectors = embedder.embed_documents([s for sentences in per_chunk for s in sentences])
         ends = np.cumsum([len(sentences) for sentences in per_chunk])

@@ -184,11 +184,12 @@ def test_the_located_calibration_is_named_for_the_shipped_reranker_only(tmp_path
         default_calibration_path(Config(reranker="some/model", calibration="located"))
 
 
-def _ingest(paths, uri, embedder, sentence_vectors=True):
+def _ingest(paths, uri, embedder, sentence_vectors=True, sentence_progress=None):
     from chatbot.store import ChunkStore
     from ingest.run import ChunkingSettings, ingest_paths
 
-    return ingest_paths(paths, ChunkStore(uri), embedder, ChunkingSettings(), sentence_vectors=sentence_vectors)
+    return ingest_paths(paths, ChunkStore(uri), embedder, ChunkingSettings(), sentence_vectors=sentence_vectors,
+                        sentence_progress=sentence_progress)
 
 
 def _stored_rows(uri) -> dict[str, np.ndarray]:
@@ -258,9 +259,18 @@ def test_sentence_vectors_follow_their_chunks_and_a_row_that_does_not_fit_is_emb
     ids = lambda: set(store._scan(["id"]).column("id").to_pylist())  # noqa: E731
     assert set(_stored_rows(uri)) == ids() and len(ids()) == 2
 
+    before = ids()
     (docs / "leave.md").write_text("# Leave\n\n" + WITHOUT_ANSWER + "\n")  # a changed document: new chunk ids
-    report = _ingest([docs], uri, embedder)
-    assert report.sentences_of_chunks == 1
+    shown = []
+
+    def progress(chunks, total):  # what a progress bar is handed: the chunks to embed, and how many
+        for chunk in chunks:
+            shown.append((chunk[0], total))
+            yield chunk
+
+    report = _ingest([docs], uri, embedder, sentence_progress=progress)
+    (new_id,) = ids() - before
+    assert report.sentences_of_chunks == 1 and shown == [(new_id, 1)]  # only the changed chunk, and said so
     table = store._sentences().to_arrow()
     assert set(table.column("chunk_id").to_pylist()) == ids()  # the old chunk's row went with it
     (docs / "travel.md").unlink()
