@@ -96,6 +96,8 @@ def cmd_ingest(args) -> int:
     def progress(files, total):
         return tqdm(files, total=total, unit="file", desc="ingest", disable=args.quiet or None, file=sys.stderr)
 
+    sentence_vectors = locates_sentences(config)
+
     def sentence_progress(chunks, total):  # the located stage's sentence vectors, after the documents
         return tqdm(chunks, total=total, unit="chunk", desc="sentences", disable=args.quiet or None, file=sys.stderr)
 
@@ -117,10 +119,10 @@ def cmd_ingest(args) -> int:
                               progress=lambda docs, total: tqdm(docs, total=total, unit="doc", desc="embed on Ray",
                                                                 disable=args.quiet or None, file=sys.stderr))
     if paths:
-        reports.append(make_ingest(config, store, embedder, locates_sentences(config))(
+        reports.append(make_ingest(config, store, embedder, sentence_vectors)(
             paths, progress, access=_groups(args.access), prepare=prepare, sentence_progress=sentence_progress))
     if urls:
-        reports.append(_ingest_web(config, store, embedder, urls, args, sentence_progress))
+        reports.append(_ingest_web(config, store, embedder, urls, args, sentence_vectors, sentence_progress))
     for report in reports:
         _print_ingest(report)
     print(f"knowledge base: {store.count()} chunks in table '{config.table}' at {config.db_uri}")
@@ -128,7 +130,8 @@ def cmd_ingest(args) -> int:
     return 1 if any(r.failed for r in reports) and not done else 0
 
 
-def _ingest_web(config: Config, store, embedder, urls: list[str], args, sentence_progress=None):
+def _ingest_web(config: Config, store, embedder, urls: list[str], args, sentence_vectors: bool,
+                sentence_progress=None):
     from tqdm import tqdm
 
     from chatbot.retrieve import full_text_index_threshold
@@ -140,7 +143,7 @@ def _ingest_web(config: Config, store, embedder, urls: list[str], args, sentence
                        full_text_index_from=full_text_index_threshold(config.bm25_backend, store.is_remote),
                        progress=lambda pages: tqdm(pages, unit="page", desc="fetch", file=sys.stderr,
                                                    disable=args.quiet or None), access=_groups(args.access),
-                       sentence_vectors=locates_sentences(config), sentence_progress=sentence_progress)
+                       sentence_vectors=sentence_vectors, sentence_progress=sentence_progress)
 
 
 def _groups(text: str | None) -> list[str] | None:

@@ -83,24 +83,28 @@ class Embedder:
         self._thread.run(self._remember, texts, vectors)
 
     def _remember(self, texts: Sequence[str], vectors: np.ndarray) -> None:
-        for text, vector in zip(texts, np.asarray(vectors, dtype=np.float32)):
-            self._cache[text] = vector.copy()
-            self._cache.move_to_end(text)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._put(texts, np.asarray(vectors, dtype=np.float32))
+        self._evict()
 
     def _embed_cached(self, texts: Sequence[str]) -> np.ndarray:
         # Runs on the embedder's own thread, like every encode, so the cache needs no lock.
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            for text, vector in zip(missing, self._embed(missing)):
-                self._cache[text] = vector.copy()  # a row on its own: a view would keep its whole batch alive
+            self._put(missing, self._embed(missing))
         for text in texts:
             self._cache.move_to_end(text)
         vectors = np.stack([self._cache[t] for t in texts])
+        self._evict()  # after the stack: a call for more texts than the cache holds still gets them all
+        return vectors
+
+    def _put(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        for text, vector in zip(texts, vectors):
+            self._cache[text] = vector.copy()  # a row on its own: a view would keep its whole batch alive
+            self._cache.move_to_end(text)
+
+    def _evict(self) -> None:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return vectors
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,

@@ -80,13 +80,17 @@ def quotable_sentences(evidence: Sequence[Candidate]) -> tuple[list[tuple[int, s
     judged by: itself, or, for the first sentence after a question in the evidence (a FAQ's "What can the
     H2 carry? Up to 600 kg, ..."), the question and it: the reply alone often shares no word or topic with
     what was asked ("Up to 600 kg" for "the heaviest load it can carry")."""
-    read = [(i, sentence, judged, is_question) for i, cand in enumerate(evidence)
-            for sentence, judged, is_question in _read(cand.chunk.text)]
+    return _quotable([cand.chunk.text for cand in evidence])
+
+
+def _quotable(texts: Sequence[str]) -> tuple[list[tuple[int, str]], list[str]]:
+    read = [(i, sentence, judged, is_question) for i, text in enumerate(texts)
+            for sentence, judged, is_question in _read(text)]
     # A question in the evidence (a FAQ's heading line) restates what was asked and answers nothing, yet it
     # is what reads closest to the question: quote it only when there is nothing else.
     read = [r for r in read if not r[3]] or read
     if not read:
-        sentences = [(i, c.chunk.text.strip()) for i, c in enumerate(evidence)]
+        sentences = [(i, text.strip()) for i, text in enumerate(texts)]
         return sentences, [s for _, s in sentences]
     return [(i, sentence) for i, sentence, _, _ in read], [judged for _, _, judged, _ in read]
 
@@ -103,6 +107,4 @@ def sentencing_fingerprint(embedder_fingerprint: str) -> str:
 def chunk_sentences(text: str) -> list[str]:
     """What the located stage compares with the question for one chunk: its quotable sentences as they are
     judged, the same as `quotable_sentences` gives for the chunk alone."""
-    read = list(_read(text))
-    read = [r for r in read if not r[2]] or read
-    return [judged for _, judged, _ in read] or [text.strip()]
+    return _quotable([text])[1]

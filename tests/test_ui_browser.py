@@ -64,7 +64,8 @@ def app_url(sample_db, tmp_path_factory):
         llm = CountingChat(config.llm_base_url, config.llm_model, timeout_s=config.llm_timeout_s) if local else None
         pipeline = Pipeline.from_config(config, llm=llm)
         pipeline.warm()
-        app = ChatApp(pipeline, ingest=make_ingest(config, pipeline.store, pipeline.embedder, pipeline.locates_sentences),
+        ingest = make_ingest(config, pipeline.store, pipeline.embedder, pipeline.locates_sentences)
+        app = ChatApp(pipeline, ingest=ingest,
                       upload_dir=Path(config.upload_dir), upload_max_bytes=config.upload_max_mb * 2**20)
         port = free_port()
         demo = launch(app, port=port, block=False)
@@ -247,7 +248,8 @@ def users_app(sample_db, tmp_path_factory, embedder):
     users.add("bob", "bob-password-12", ["eng"])
     config = Config(db_uri=str(root / "lancedb"), upload_dir=str(root / "uploads"))
     pipeline = Pipeline.from_config(config)
-    app = ChatApp(pipeline, users=users, ingest=make_ingest(config, pipeline.store, pipeline.embedder, pipeline.locates_sentences),
+    ingest = make_ingest(config, pipeline.store, pipeline.embedder, pipeline.locates_sentences)
+    app = ChatApp(pipeline, users=users, ingest=ingest,
                   upload_dir=Path(config.upload_dir))
     port = free_port()
     demo = launch(app, port=port, block=False)
