@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import re
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ SENTENCE_SCHEMA = pa.schema([
     pa.field("vectors", pa.list_(pa.float16())),  # the chunk's sentence vectors, row after row
 ])
 _IDS_PER_STATEMENT = 1000
+# A knowledge base without sentence vectors is looked at again this often by questions (another process's
+# ingest may add them); ingest itself always looks.
+SENTENCES_RECHECK_S = 30.0
 
 
 def sql_str(value: str) -> str:
@@ -130,6 +134,7 @@ class ChunkStore:
         self._table = None
         self._labels: tuple[int, frozenset[str]] | None = None  # (table version, its access labels)
         self._sentences_table = None
+        self._sentences_missing_at: float | None = None  # when the question path last found no such table
 
     @property
     def is_remote(self) -> bool:
@@ -448,16 +453,22 @@ class ChunkStore:
     def sentences_table_name(self) -> str:
         return f"{self.table_name}_sentences"
 
-    def _sentences(self):
+    def _sentences(self, asked: bool = False):
         # Kept once found: an open handle reads the table's latest version (read_consistency_interval 0).
+        # `asked` (the question path): a missing table is looked for again only after SENTENCES_RECHECK_S, since
+        # looking costs a LIST request per question on object storage. Ingest always looks.
         if self._sentences_table is None:
+            now = time.monotonic()
+            if asked and self._sentences_missing_at is not None and now - self._sentences_missing_at < SENTENCES_RECHECK_S:
+                return None
             self._sentences_table = self._open(self.sentences_table_name)
+            self._sentences_missing_at = now if self._sentences_table is None else None
         return self._sentences_table
 
     def sentence_vectors(self, chunk_ids: Sequence[str], sentencing: str) -> dict[str, np.ndarray]:
         """{chunk id: its stored sentence vectors, (sentences, dim) float32} for those of `chunk_ids` stored
         under `sentencing`; a knowledge base without any gives {}."""
-        table = self._sentences() if chunk_ids else None
+        table = self._sentences(asked=True) if chunk_ids else None
         if table is None:
             return {}
         where = (f"sentencing = {sql_str(sentencing)} AND chunk_id IN ("

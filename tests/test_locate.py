@@ -335,3 +335,30 @@ def test_a_sentence_table_that_cannot_be_read_costs_an_embedding_not_the_answer(
     with pytest.raises(StoreError, match="remove that table and ingest again"):
         _ingest([SAMPLE_KB], writable_sample_db, embedder)
     assert ChunkStore(writable_sample_db).count() == store.count() > 0
+
+
+def test_questions_look_for_a_missing_sentence_table_again_only_after_a_while(tmp_path, embedder, monkeypatch):
+    from chatbot import store as store_module
+    from chatbot.sentences import sentencing_fingerprint
+    from chatbot.store import ChunkStore
+
+    docs, uri = tmp_path / "docs", str(tmp_path / "db")
+    docs.mkdir()
+    (docs / "leave.md").write_text("# Leave\n\n" + HANDBOOK + "\n")
+    _ingest([docs], uri, embedder, sentence_vectors=False)
+    asking = ChunkStore(uri)
+    opened = []
+    real_open = asking._open
+    monkeypatch.setattr(asking, "_open", lambda name: (opened.append(name) if name == asking.sentences_table_name
+                                                       else None) or real_open(name))
+    ids = asking._scan(["id"]).column("id").to_pylist()
+    sentencing = sentencing_fingerprint(EMBEDDER)
+    assert asking.sentence_vectors(ids, sentencing) == {} and asking.sentence_vectors(ids, sentencing) == {}
+    assert len(opened) == 1  # one look for two questions (a LIST request each on s3)
+
+    _ingest([docs], uri, embedder)  # another process's ingest adds them
+    assert asking.sentence_vectors(ids, sentencing) == {}  # not looked for again yet
+    monkeypatch.setattr(store_module, "SENTENCES_RECHECK_S", 0.0)
+    assert set(asking.sentence_vectors(ids, sentencing)) == set(ids) and len(opened) == 2
+    # ingest always looks: an ingest by the asking process itself never misses the table
+    assert asking.chunks_lacking_sentence_vectors(sentencing) == []
