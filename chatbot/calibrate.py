@@ -204,7 +204,11 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
                     chunking_fingerprint: str = "", *, target_refusal_precision: float | None = 0.9,
                     max_false_refusal_rate: float | None = None, holdout_fraction: float = 0.3,
                     methods: Sequence[str] = METHODS_TRIED, fit_ranking: bool = True,
-                    fit_answerability: bool = True, notes: dict | None = None) -> tuple[Calibration, dict]:
+                    fit_answerability: bool = True, located: bool = True,
+                    notes: dict | None = None) -> tuple[Calibration, dict]:
+    """`located`: P(answerable) may read the closest sentence's cosine (where the questions carry it), which makes
+    the pipeline run the located stage and ingest store sentence vectors: a deployment's choice, so the CLI
+    fits it only when asked."""
     if not questions:
         raise CalibrationError("no labelled questions to calibrate on")
     unknown = set(methods) - set(METHODS_TRIED)
@@ -273,7 +277,7 @@ def fit_calibration(questions: Sequence[LabelledQuestion], reranker_fingerprint:
     }
     answerability, answerability_check = {}, None
     if fit_answerability and (~answerable).any() and answerable.any():
-        answerability, answerability_check = _fit_answerability(judged, draft, holdout_fraction)
+        answerability, answerability_check = _fit_answerability(judged, draft, holdout_fraction, located)
     answerability_floor = 0.0
     if answerability:
         draft = dataclasses.replace(draft, answerability_weights=answerability)
@@ -375,7 +379,7 @@ def _held_questions(questions: Sequence[LabelledQuestion], fraction: float) -> d
 
 
 def _fit_answerability(judged: Sequence[LabelledQuestion], pairs: Calibration,
-                       holdout_fraction: float) -> tuple[dict, dict]:
+                       holdout_fraction: float, located: bool = True) -> tuple[dict, dict]:
     """P(answerable) weights over QUESTION_FEATURES, and how the candidates fared on held-out questions
     (log loss, AUROC, ECE). The winner has the lowest held-out log loss, the measure of a probability
     as a person reads it; it is then refitted on every question."""
@@ -388,7 +392,7 @@ def _fit_answerability(judged: Sequence[LabelledQuestion], pairs: Calibration,
         held = np.arange(len(judged)) % 3 == 0
     tried = {}
     for name, names in ANSWERABILITY_FEATURES.items():
-        if any(f[n] is None for f in features for n in names):
+        if any(f[n] is None for f in features for n in names) or (not located and "best_sentence_cosine" in names):
             continue
         x = np.array([[f[n] for n in names] for f in features], dtype=np.float64)
         *w, b = fit_logistic(x[~held], labels[~held], l2=1e-2)

@@ -406,7 +406,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from chatbot.calibrate import SPAN_PRECISION, LabelledQuestion, fit_calibration
+    from chatbot.calibrate import LabelledQuestion, fit_calibration
 
     config = _config(args)
     if args.from_traces:
@@ -430,10 +430,28 @@ def cmd_calibrate(args) -> int:
                  "extra_unanswerable": args.extra_unanswerable or [], "limit": args.limit,
                  "held_out_fraction": args.held_out_fraction}
     notes.update({"embedder": pipeline.embedder.fingerprint, "pool_size": config.pool_size})
-    calibration, details = fit_calibration(
-        questions, pipeline.reranker.fingerprint, pipeline.embedder.fingerprint, config.chunking_fingerprint,
-        target_refusal_precision=None if args.max_false_refusal_rate is not None else args.target_refusal_precision,
-        max_false_refusal_rate=args.max_false_refusal_rate, notes=notes)
+    # The same questions fit both: the calibration without the closest sentence, and with --located-out one
+    # that may read it (config calibration = "located"), so the two compare on one sample.
+    for located, out in ((False, args.out), (True, args.located_out)):
+        if out is None:
+            continue
+        if located:
+            print("\nP(answerable) that may read the closest sentence (--located-out):")
+        calibration, details = fit_calibration(
+            questions, pipeline.reranker.fingerprint, pipeline.embedder.fingerprint, config.chunking_fingerprint,
+            target_refusal_precision=None if args.max_false_refusal_rate is not None else args.target_refusal_precision,
+            max_false_refusal_rate=args.max_false_refusal_rate, located=located, notes=notes)
+        _print_fit(calibration, details)
+        calibration.save(out)
+        print(f"\ncalibration written to {out} (floor {calibration.floor:.4f}"
+              + (f", answerability floor {calibration.answerability_floor:.4f}" if calibration.judges_answerability else "")
+              + f", reranker {calibration.reranker_fingerprint})")
+    return 0
+
+
+def _print_fit(calibration, details: dict) -> None:
+    from chatbot.calibrate import SPAN_PRECISION
+
     print(f"method: {details['method']}; on the held-out part, log loss / AUROC of the top p:")
     for m, loss in details["validation_log_loss"].items():
         auroc = details["validation_auroc_top_p"][m]
@@ -468,11 +486,6 @@ def cmd_calibrate(args) -> int:
               + (f"stated from answer margin {spans['floor']:.2f} ({spans['stated']} spans, "
                  f"{spans['precision_stated']:.2f} right)" if spans["floor"] is not None
                  else f"no margin gives {SPAN_PRECISION:.0%} right spans: answers quote, spans are not stated"))
-    calibration.save(args.out)
-    print(f"\ncalibration written to {args.out} (floor {calibration.floor:.4f}"
-          + (f", answerability floor {calibration.answerability_floor:.4f}" if calibration.judges_answerability else "")
-          + f", reranker {calibration.reranker_fingerprint})")
-    return 0
 
 
 def cmd_replay(args) -> int:
@@ -883,6 +896,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-false-refusal-rate", type=float,
                    help="instead: the highest floor that wrongly refuses at most this share of answerable questions")
     p.add_argument("--out", default="calibration.json", help="calibration file to write")
+    p.add_argument("--located-out", metavar="FILE",
+                   help="also write, fitted on the same questions, a calibration whose P(answerable) may read the "
+                        "closest sentence's cosine (use it as config calibration; its knowledge bases store "
+                        "sentence vectors at ingest)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("train-reranker", help="fine-tune a cross-encoder on BEIR-format labelled data")

@@ -102,13 +102,20 @@ def test_eval_and_calibrate_judge_answerability_with_a_reader(beir_dir, tmp_path
 
     reader = build_tiny_reader(tmp_path / "reader")
     db, cal_path, out = str(tmp_path / "db"), tmp_path / "cal.json", tmp_path / "report"
+    located_path = tmp_path / "cal_located.json"
     assert main(["--db", db, "calibrate", str(beir_dir), "--leave-gold-out", "--reranker", str(reader),
-                 "--out", str(cal_path), "--max-false-refusal-rate", "0.2"]) == 0
+                 "--out", str(cal_path), "--located-out", str(located_path), "--max-false-refusal-rate", "0.2"]) == 0
     printed = capsys.readouterr().out
     assert "P(answerable), question level" in printed and "answerability floor" in printed
     cal = Calibration.load(cal_path)
     assert cal.judges_answerability and cal.notes["fit"]["n_questions"] == 6 + 3 + 6  # + 6 left gold out
     assert cal.notes["answerability"]["n_questions"] == 15
+    # one sample, two fits: only --located-out's may read the closest sentence
+    located = Calibration.load(located_path)
+    assert not cal.reads_sentence_cosine
+    assert not any("sentence" in name for name in cal.notes["answerability"]["held_out"])
+    assert any("sentence" in name for name in located.notes["answerability"]["held_out"])
+    assert located.notes["fit"] == cal.notes["fit"] and located.floor == cal.floor
     assert main(["--db", db, "eval", str(beir_dir), "--leave-gold-out", "--reranker", str(reader),
                  "--calibration", str(cal_path), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
