@@ -17,7 +17,6 @@ articles, such as SciFact). Only the training side of eval's split by article is
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -40,9 +39,9 @@ def dataset_examples(folder: str, fraction: float):
     dataset = load_beir(folder)
     articles = _articles(dataset.corpus_path)
     chunks: dict[str, list[str]] = {}
-    for corpus_id, parsed, raw in corpus_documents(dataset.corpus_path):
-        digest = hashlib.sha256(f"{settings.fingerprint}\0{raw}".encode()).hexdigest()
-        chunks[corpus_id] = [c.context_text for c in chunk_document(parsed, DOC_PREFIX + corpus_id, digest,
+    for corpus_id, parsed, _ in corpus_documents(dataset.corpus_path):
+        # Only the chunks' texts are kept: their ids (which the content hash names) are never read here.
+        chunks[corpus_id] = [c.context_text for c in chunk_document(parsed, DOC_PREFIX + corpus_id, "",
                                                                     settings.max_tokens, settings.overlap_tokens,
                                                                     settings.encoding)]
     # BM25 per article (the whole corpus for passages without one): the negative is on the question's topic.
