@@ -49,21 +49,24 @@ def questions(folder: str, per_set: int):
 
 
 def collect(db: str, folder: str, per_set: int) -> list[dict]:
-    """Per question, the read pairs in rank order: rerank logit, answer margin, span F1, kept or not."""
+    """Per question, the read pairs in rank order: rank among the scored pairs, rerank logit, answer margin,
+    span F1, kept or not."""
     from chatbot import metrics
+    from chatbot.cli import _safe_name
     from chatbot.config import Config
     from chatbot.pipeline import Pipeline
 
-    config = Config(db_uri=db, traces=False, table=f"eval_{Path(folder).name.replace('-', '_')}")
+    # the table `chatbot eval` ingested the set into, named by its own rule
+    config = Config(db_uri=db, traces=False, table=f"eval_{_safe_name(Path(folder).name)}")
     pipeline = Pipeline.from_config(config)
     rows = []
     for held, q in questions(folder, per_set):
         gate = pipeline.evidence(q.text).gate
         kept = {c.chunk.id for c in gate.kept}
-        read = [{"logit": c.rerank_logit, "margin": c.answer_margin, "kept": c.chunk.id in kept,
+        read = [{"rank": rank, "logit": c.rerank_logit, "margin": c.answer_margin, "kept": c.chunk.id in kept,
                  "f1": metrics.span_f1(c.answer_text, q.answers), "span": c.answer_text,
                  "span_score": c.span_score, "null_score": c.null_score}
-                for c in gate.scored if c.answer_text and c.answer_margin is not None]
+                for rank, c in enumerate(gate.scored) if c.answer_text and c.answer_margin is not None]
         rows.append({"held": held, "refused": not gate.kept, "read": read, "question": q.text})
     return rows
 
@@ -79,12 +82,12 @@ def echoes_question(span: str, question: str) -> bool:
 
 
 def chosen_f1(rows, score, skip=None) -> float:
-    """Mean span F1 when each question states the span of highest `score(pair)` among its kept read chunks
-    (else its first three read ones, as the eval does for a refused question), passing over pairs `skip(pair,
+    """Mean span F1 when each question states the span of highest `score(pair)` among its kept chunks (a
+    refused question: its three best-ranked pairs), as `chatbot eval` chooses, passing over pairs `skip(pair,
     question)` rejects unless it rejects them all."""
     total = 0.0
     for row in rows:
-        pairs = [p for p in row["read"] if p["kept"]] or row["read"][:3]
+        pairs = [p for p in row["read"] if (p["rank"] < 3 if row["refused"] else p["kept"])]
         if skip is not None:
             pairs = [p for p in pairs if not skip(p, row["question"])] or pairs
         if pairs:
