@@ -1,6 +1,6 @@
-"""Would word-level features help P(answerable)? A side-by-side of question-level feature sets, fitted
-the way `chatbot calibrate` fits P(answerable) (logistic regression, l2 1e-2), on one labelled run and
-judged on held-out articles of it and on a second run over other articles.
+"""Would word-level features, or the spread of the read chunks' logits, help P(answerable)? A side-by-side
+of question-level feature sets, fitted the way `chatbot calibrate` fits P(answerable) (logistic regression,
+l2 1e-2), on one labelled run and judged on held-out articles of it and on a second run over other articles.
 
     # 1. run the pipeline over labelled questions (same arguments as `chatbot calibrate`), keep what the
     #    features need: every read chunk's text, and the knowledge base's word document frequencies
@@ -42,6 +42,13 @@ FEATURE_SETS = {
     "+ idf share absent from the KB": ["logit", "cosine", "absent_from_kb"],
     "+ rarest word missing from top": ["logit", "cosine", "rarest_missing"],
     "+ idf coverage top + absent": ["logit", "cosine", "idf_coverage_top", "absent_from_kb"],
+    "+ best minus second-best logit": ["logit", "cosine", "logit_gap"],
+    "+ mean logit of the read chunks": ["logit", "cosine", "logit_mean"],
+    "+ entropy of the softmax over read logits": ["logit", "cosine", "logit_entropy"],
+    "logit+cosine+closest sentence (located)": ["logit", "cosine", "sentence"],
+    "located + logit gap": ["logit", "cosine", "sentence", "logit_gap"],
+    "located + mean logit": ["logit", "cosine", "sentence", "logit_mean"],
+    "located + entropy": ["logit", "cosine", "sentence", "logit_entropy"],
     "idf coverage of the top chunk alone": ["idf_coverage_top"],
     "idf share absent from the KB alone": ["absent_from_kb"],
 }
@@ -92,6 +99,10 @@ def rows_of(path: str) -> list[dict]:
         terms = [content_terms(t) for t in texts]
         order = np.argsort(-np.asarray(o.pair_logits))
         top = terms[order[0]]
+        # How the read chunks' logits spread: one chunk that stands out, or many alike (on topic, none answering)
+        logits = np.sort(np.asarray(o.pair_logits, dtype=np.float64))[::-1]
+        softmax = np.exp(logits - logits[0]) / np.exp(logits - logits[0]).sum()
+        located = [s for s in o.pair_sentence_cosines if s is not None]
 
         def idf_coverage(have, asked=asked, idf=idf, total=total):
             return sum(idf[t] for t in asked if t in have) / total
@@ -103,13 +114,19 @@ def rows_of(path: str) -> list[dict]:
                      "squad": "squad" in o.dataset,
                      "kind": "answerable" if o.query.answerable else unanswerable_kind(o.query),
                      "f": {"logit": float(max(o.pair_logits)), "semantic": best(o.pair_semantic_logits),
-                           "cosine": float(max(o.pair_cosines)), "margin": best(o.pair_answer_margins),
+                           "cosine": float(max(o.pair_cosines)),
+                           # the reader reads only the best-ranked pairs: the best margin among those it read
+                           "margin": max([m for m in o.pair_answer_margins if m is not None] or [0.0]),
                            "coverage_top": len(asked & top) / len(asked) if asked else 0.0,
                            "idf_coverage_top": idf_coverage(top),
                            "idf_coverage_best": max(idf_coverage(t) for t in terms),
                            "idf_coverage_top3": idf_coverage(set().union(*(terms[i] for i in order[:3]))),
                            "absent_from_kb": sum(idf[t] for t in asked if not df.get(t)) / total,
-                           "rarest_missing": max([idf[t] for t in asked if t not in top] or [0.0]) / math.log(n + 1)}})
+                           "rarest_missing": max([idf[t] for t in asked if t not in top] or [0.0]) / math.log(n + 1),
+                           "logit_gap": float(logits[0] - logits[1]) if len(logits) > 1 else 0.0,
+                           "logit_mean": float(logits.mean()),
+                           "logit_entropy": float(-(softmax * np.log(softmax + 1e-12)).sum()),
+                           "sentence": max(located) if located else 0.0}})
     return rows
 
 

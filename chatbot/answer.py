@@ -22,6 +22,7 @@ from chatbot.types import Answer, Candidate, Chunk
 
 NO_ANSWER = "NO_ANSWER"
 _CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_QUOTE_END = re.compile(_CITATION.pattern + r"\s+(?=\w)")  # a citation, then the next quote's words
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
@@ -280,10 +281,14 @@ def best_located_span(evidence: Sequence[Candidate]) -> tuple[int, str] | None:
 
 def lead_sentence(answer_text: str, max_words: int = LEAD_WORDS) -> str:
     """What a reader sees first: the answer's first line or sentence, without citation markers, at most
-    `max_words` words."""
+    `max_words` words. A citation with words after it ends the sentence too: the extractive answer quotes table
+    rows, list items and cut excerpts, which have no full stop, one after another, each with its citation."""
     first = answer_text.strip().split("\n", 1)[0]
-    sentences = split_sentences(first) or [first]
-    words = " ".join(_CITATION.sub(" ", sentences[0]).split()[:max_words])
+    sentence = (split_sentences(first) or [first])[0]
+    cited = _QUOTE_END.search(sentence)
+    if cited:
+        sentence = sentence[:cited.start()]
+    words = " ".join(_CITATION.sub(" ", sentence).split()[:max_words])
     return re.sub(r" ([.,;:!?])", r"\1", words)
 
 

@@ -13,6 +13,7 @@ Nothing here is imported unless `ingest --ray` is asked for; Ray is an optional 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -26,7 +27,8 @@ import numpy as np
 
 from chatbot.errors import ChatbotError, ConfigError
 from chatbot.types import Chunk
-from ingest.run import ChunkingSettings, IngestReport, Prepared, Work, content_hash, prepare_locally
+from ingest.run import (ChunkingSettings, IngestReport, Prepared, Work, content_hash, embed_sentences_of,
+                        prepare_locally)
 
 DOCS_PER_BATCH = 8  # documents a worker prepares per call: enough chunks to fill the embedder's batches
 
@@ -45,6 +47,9 @@ class RayPreparer:
     # Wraps the stream of prepared documents (iterable, total) -> iterable: a progress bar of the part
     # that takes the time, as the files' own bar ends once the driver has hashed them.
     progress: Callable[[Iterable, int], Iterable] | None = None
+    # The workers also embed each chunk's sentences (an ingest that stores sentence vectors): as much work
+    # again as the chunks, which the driver would otherwise do alone after the cluster is done.
+    sentence_vectors: bool = False
 
     def __call__(self, works: Iterable[Work]) -> Iterator[Prepared]:
         items = [{"doc_path": w.doc_path, "suffix": w.suffix, "digest": w.digest, "access": ",".join(w.access)}
@@ -61,7 +66,7 @@ class RayPreparer:
             # object store and warn that a restarted worker might not find them.
             preparer = type("DocumentPreparer", (_DocumentPreparer,),
                             {"embedder_name": self.embedder, "batch_size": self.embed_batch_size,
-                             "settings": self.settings})
+                             "settings": self.settings, "sentence_vectors": self.sentence_vectors})
             blocks = max(1, -(-len(items) // DOCS_PER_BATCH))  # one block would feed one worker
             dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
                 preparer, batch_size=DOCS_PER_BATCH, batch_format="pandas",
@@ -129,6 +134,7 @@ class _DocumentPreparer:
     embedder_name: str
     batch_size: int
     settings: ChunkingSettings
+    sentence_vectors: bool
 
     def __init__(self):
         from chatbot.embed import Embedder
@@ -150,6 +156,10 @@ class _DocumentPreparer:
                 continue
             works.append(Work(doc_path, data, suffix, digest, tuple(access.split(","))))
         prepared = failed + list(prepare_locally(works, self.embedder, self.settings, 10**9, IngestReport()))
+        if self.sentence_vectors:
+            sentences = iter(embed_sentences_of([c.text for p in prepared for c in p.chunks], self.embedder))
+            prepared = [dataclasses.replace(p, sentence_vectors=tuple(next(sentences) for _ in p.chunks))
+                        if not p.reason else p for p in prepared]
         import pandas as pd
 
         return pd.DataFrame({
@@ -158,6 +168,11 @@ class _DocumentPreparer:
             "vectors": [p.vectors.astype(np.float32).tobytes() if p.vectors is not None else b"" for p in prepared],
             "dimension": [int(p.vectors.shape[1]) if p.vectors is not None and p.vectors.ndim == 2 else 0
                           for p in prepared],
+            # float16, as they are stored; with each chunk's count of sentences
+            "sentences": [json.dumps([len(v) for v in p.sentence_vectors]) if p.sentence_vectors is not None else ""
+                          for p in prepared],
+            "sentence_vectors": [np.concatenate(p.sentence_vectors).astype(np.float16).tobytes()
+                                 if p.sentence_vectors else b"" for p in prepared],
             "reason": [p.reason for p in prepared],
         })
 
@@ -167,6 +182,12 @@ def _prepared(row: dict[str, Any]) -> Prepared:
         return Prepared(row["doc_path"], reason=row["reason"])
     chunks = tuple(Chunk(**{**c, "heading_path": tuple(c["heading_path"]), "access": tuple(c["access"])})
                    for c in json.loads(row["chunks"]))
-    vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(chunks), int(row["dimension"]))
-    return Prepared(row["doc_path"], chunks, vectors)
+    dimension = int(row["dimension"])
+    vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(chunks), dimension)
+    sentences = None
+    if row["sentences"]:
+        flat = np.frombuffer(row["sentence_vectors"], dtype=np.float16).reshape(-1, dimension)
+        ends = np.cumsum(json.loads(row["sentences"]), dtype=int)
+        sentences = tuple(flat[end - count:end] for count, end in zip(json.loads(row["sentences"]), ends))
+    return Prepared(row["doc_path"], chunks, vectors, sentence_vectors=sentences)
 

@@ -207,6 +207,9 @@ class Prepared:
     chunks: tuple[Chunk, ...] = ()
     vectors: np.ndarray | None = None  # (len(chunks), dim) float32
     reason: str = ""  # set when it failed
+    # Each chunk's sentence vectors ((sentences, dim) each), when the preparer embedded them (a Ray worker does,
+    # so that the driver need not); None: the ingest's sentence step embeds them, after the commits.
+    sentence_vectors: tuple[np.ndarray, ...] | None = None
 
 
 # Prepares changed documents, in any order: here (prepare_locally) or on a Ray cluster (ingest.on_ray).
@@ -221,6 +224,14 @@ def chunk_work(work: Work, settings: ChunkingSettings) -> tuple[Chunk, ...]:
     if not chunks:
         raise ParseError(work.doc_path, "no text found in the file")
     return tuple(chunks)
+
+
+def embed_sentences_of(texts: Sequence[str], embedder: Embedder) -> tuple[np.ndarray, ...]:
+    """Each chunk text's sentence vectors ((sentences, dim) each), as the located stage reads them."""
+    per_chunk = [chunk_sentences(text) for text in texts]
+    vectors = embedder.embed_documents([s for sentences in per_chunk for s in sentences])
+    ends = np.cumsum([len(sentences) for sentences in per_chunk], dtype=int)
+    return tuple(vectors[end - len(sentences):end] for sentences, end in zip(per_chunk, ends))
 
 
 def prepare_locally(works: Iterable[Work], embedder: Embedder, settings: ChunkingSettings, batch_chunks: int,
@@ -295,6 +306,7 @@ def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedd
     pending_docs: list[str] = []
     pending_chunks: list[Chunk] = []
     pending_vectors: list[np.ndarray] = []
+    pending_sentences: list[tuple[str, np.ndarray]] = []
 
     def commit() -> None:
         if pending_docs:
@@ -303,6 +315,14 @@ def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedd
             pending_docs.clear()
             pending_chunks.clear()
             pending_vectors.clear()
+        if pending_sentences:
+            # After the chunks: a stop in between leaves chunks without them, which the sentence step fills in.
+            # A chunk whose text was stored before keeps its id and its vectors: they are not added twice.
+            sentencing = sentencing_fingerprint(embedder.fingerprint)
+            have = store.sentence_vectors([i for i, _ in pending_sentences], sentencing)
+            store.add_sentence_vectors([(i, v) for i, v in pending_sentences if i not in have], sentencing)
+            report.sentences_of_chunks += len(pending_sentences) - len(have)
+            pending_sentences.clear()
 
     prepare = prepare or (lambda works: prepare_locally(works, embedder, settings, batch_chunks, report))
     for prepared in prepare(changed()):
@@ -313,6 +333,8 @@ def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedd
         pending_docs.append(prepared.doc_path)
         pending_chunks.extend(prepared.chunks)
         pending_vectors.append(prepared.vectors)
+        if prepared.sentence_vectors is not None:
+            pending_sentences.extend((c.id, v) for c, v in zip(prepared.chunks, prepared.sentence_vectors))
         if len(pending_chunks) >= batch_chunks:
             commit()
     commit()
@@ -326,8 +348,8 @@ def finish(store: ChunkStore, report: IngestReport, gone: Sequence[str], full_te
     if gone:
         store.remove_documents(gone)
         report.removed.extend(gone)
-    sentences_changed = store_sentence_vectors(store, sentences.embedder, report, sentences.progress) \
-        if sentences else False
+    sentences_changed = (store_sentence_vectors(store, sentences.embedder, report, sentences.progress)
+                         or report.sentences_of_chunks > 0) if sentences else False
     if report.chunks_written or gone or report.relabeled or sentences_changed:
         store.optimize()
         store.index_access()
@@ -357,11 +379,8 @@ def store_sentence_vectors(store: ChunkStore, embedder: Embedder, report: Ingest
     lacking = store.chunks_lacking_sentence_vectors(sentencing)
     chunks = iter(progress(lacking, len(lacking)) if progress and lacking else lacking)
     while batch := list(itertools.islice(chunks, SENTENCE_BATCH_CHUNKS)):
-        per_chunk = [chunk_sentences(text) for _, text in batch]
-        vectors = embedder.embed_documents([s for sentences in per_chunk for s in sentences])
-        ends = np.cumsum([len(sentences) for sentences in per_chunk])
-        store.add_sentence_vectors([(chunk_id, vectors[end - len(sentences):end])
-                                    for (chunk_id, _), sentences, end in zip(batch, per_chunk, ends)], sentencing)
+        vectors = embed_sentences_of([text for _, text in batch], embedder)
+        store.add_sentence_vectors([(chunk_id, v) for (chunk_id, _), v in zip(batch, vectors)], sentencing)
         report.sentences_of_chunks += len(batch)
     return bool(store.prune_sentence_vectors(sentencing)) or bool(lacking)
 

@@ -331,3 +331,8 @@ def test_lead_sentence_is_the_first_line_or_sentence_without_citations_and_at_mo
     assert lead_sentence("600 kg [1]\n\nThe H2 carries 600 kg. [1]") == "600 kg"
     assert lead_sentence("The H2 carries 600 kg [1]. It runs 10 hours [2].") == "The H2 carries 600 kg."
     assert len(lead_sentence(" ".join(["word"] * 50) + ".").split()) == 30
+    # Quoted table rows have no full stop: the first one's citation ends it, not the 30 words of rows after it.
+    rows = ("Hotels — City: Rotterdam; Nightly hotel cap: €160 [1] Hotels — City: Madrid; Nightly hotel cap: €130 [1] "
+            "Hotels — City: Lisbon; Nightly hotel cap: €140 [1]")
+    assert lead_sentence(rows) == "Hotels — City: Rotterdam; Nightly hotel cap: €160"
+    assert lead_sentence("The cap is €160 [1], and Lisbon has €140 [2].") == "The cap is €160, and Lisbon has €140."

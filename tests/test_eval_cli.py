@@ -5,6 +5,11 @@ import shutil
 
 from chatbot.calibration import Calibration
 from chatbot.cli import main
+from chatbot.config import Config
+from chatbot.sentences import sentencing_fingerprint
+from chatbot.store import ChunkStore
+
+EMBEDDER = Config().embedder
 
 def test_eval_writes_report_plots_and_summary(beir_dir, tmp_path, tiny_reranker_dir, capsys):
     out = tmp_path / "report"
@@ -24,6 +29,9 @@ def test_eval_writes_report_plots_and_summary(beir_dir, tmp_path, tiny_reranker_
     assert report["calibration"]["n_pairs"] == 9 * 6
     assert (out / "reliability.png").stat().st_size > 1000 and (out / "risk_coverage.png").stat().st_size > 1000
     assert "reranked" in capsys.readouterr().out
+    # Its sentence vectors are stored with it, so that questions read them (test_locate says how).
+    store = ChunkStore(db, "eval_tinyset")
+    assert store.count() == 6 and store.chunks_lacking_sentence_vectors(sentencing_fingerprint(EMBEDDER)) == []
     # The corpus table is reused when unchanged.
     capsys.readouterr()
     assert main(["--db", db, "eval", str(beir_dir), "--reranker", str(tiny_reranker_dir), "--out", str(out),

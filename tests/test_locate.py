@@ -362,3 +362,32 @@ def test_questions_look_for_a_missing_sentence_table_again_only_after_a_while(tm
     assert set(asking.sentence_vectors(ids, sentencing)) == set(ids) and len(opened) == 2
     # ingest always looks: an ingest by the asking process itself never misses the table
     assert asking.chunks_lacking_sentence_vectors(sentencing) == []
+
+
+def test_an_eval_corpus_stores_its_sentence_vectors_once_and_questions_read_them(tmp_path, beir_dir, embedder):
+    """Eval and calibrate always locate: their corpus tables store sentence vectors as `chatbot ingest` does
+    under a located calibration, so that questions read them instead of embedding the best chunks' sentences."""
+    from chatbot.sentences import chunk_sentences, sentencing_fingerprint
+    from chatbot.store import ChunkStore
+    from ingest.beir import ingest_corpus
+    from ingest.run import ChunkingSettings
+
+    uri = str(tmp_path / "db")
+    counting = CountingEmbedder(embedder)
+    store = ChunkStore(uri, "eval_tinyset")
+    assert ingest_corpus(beir_dir / "corpus.jsonl", store, counting, ChunkingSettings(), sentence_vectors=True) == 6
+    ids = store._scan(["id"]).column("id").to_pylist()
+    texts = dict(zip(ids, store._scan(["text"]).column("text").to_pylist()))
+    stored = store.sentence_vectors(ids, sentencing_fingerprint(EMBEDDER))
+    assert set(stored) == set(ids)
+    assert all(stored[i].shape == (len(chunk_sentences(texts[i])), embedder.dimension) for i in ids)
+
+    counting.encoded.clear()
+    again = ChunkStore(uri, "eval_tinyset")
+    assert ingest_corpus(beir_dir / "corpus.jsonl", again, counting, ChunkingSettings(), sentence_vectors=True) == 0
+    assert counting.encoded == []  # an unchanged corpus: nothing re-read, no sentence embedded again
+    located = SentenceVectors(counting, again)
+    target = Chunk(id=ids[0], doc_path="beir:x", title="", heading_path=(), position=0, text=texts[ids[0]],
+                   token_count=0, content_hash="")
+    ((sentences, vectors),) = located([target])
+    assert counting.encoded == [] and len(vectors) == len(sentences)  # read, not embedded

@@ -71,6 +71,44 @@ def test_ray_ingest_stores_what_a_local_ingest_stores(ray_cluster, tmp_path, emb
     assert texts == ["A claim above €5,000 needs the CFO's approval."]
 
 
+def test_ray_workers_embed_the_sentences_too_and_the_driver_stores_what_a_local_ingest_would(
+        ray_cluster, tmp_path, embedder):
+    """An ingest that stores sentence vectors (under a calibration that reads the closest sentence): the workers
+    embed each chunk's sentences with its chunks, so the driver embeds nothing, and stores the same vectors."""
+    from chatbot.sentences import chunk_sentences, sentencing_fingerprint
+    from ingest.on_ray import RayPreparer
+    from ingest.run import ChunkingSettings
+    from tests.test_locate import CountingEmbedder
+
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    for name in ("employee-handbook.md", "travel-policy.pdf"):
+        shutil.copy(SAMPLE_KB / name, corpus / name)
+    on_ray = ChunkStore(str(tmp_path / "on-ray"))
+    driver = CountingEmbedder(embedder)
+    preparer = RayPreparer(embedder.name, ChunkingSettings(), address=ray_cluster, workers=2, sentence_vectors=True)
+    report = ingest_paths([corpus], on_ray, driver, prepare=preparer, sentence_vectors=True)
+    assert not report.failed and driver.encoded == []  # neither the chunks nor their sentences embedded here
+    ids = on_ray._scan(["id"]).column("id").to_pylist()
+    assert report.sentences_of_chunks == len(ids) > 10
+    texts = dict(zip(ids, on_ray._scan(["text"]).column("text").to_pylist()))
+    stored = on_ray.sentence_vectors(ids, sentencing_fingerprint(embedder.fingerprint))
+    assert set(stored) == set(ids)
+    for chunk_id in ids:
+        expected = embedder.embed_documents(chunk_sentences(texts[chunk_id]))
+        assert stored[chunk_id].shape == expected.shape
+        assert np.abs(stored[chunk_id] - expected).max() < 2e-3  # float16, as a local ingest stores them
+
+    # A document whose chunks went while their sentence vectors stayed (an ingest stopped before its last step
+    # prunes them): its chunks come back with the same ids, and their vectors are not stored twice.
+    (handbook,) = [p for p in on_ray.document_hashes() if p.endswith("employee-handbook.md")]
+    on_ray.remove_documents([handbook])
+    again = ingest_paths([corpus], on_ray, driver, prepare=preparer, sentence_vectors=True)
+    assert driver.encoded == [] and again.added == [handbook] and again.sentences_of_chunks == 0
+    rows = on_ray._sentences().to_arrow().column("chunk_id").to_pylist()
+    assert sorted(rows) == sorted(ids)  # one row per chunk
+
+
 def _ray_ingest(db: str, corpus: Path, address: str) -> list[str]:
     return [sys.executable, "-m", "chatbot.cli", "--db", db, "ingest", str(corpus), "--ray", address, "--quiet"]
 
