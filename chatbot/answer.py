@@ -322,11 +322,18 @@ _STATES_FIGURE = re.compile(
 # Internal documents state rules as ranges (approval limits, price tiers, leave by years of service).
 RANGE_BONUS = 0.3
 # A figure on its own (not part of a word as in "H2", a time "07:12", a date "2024-05-13" or a version), with
-# its scale word ("1.5 million") and its unit: the currency before it, else the word or "%" after it.
+# its scale word ("1.5 million") and its unit: the currency before it (a symbol or a code), else the word or "%"
+# after it.
 def _figure_pattern(groups: bool) -> str:
     g = "(" if groups else "(?:"  # groups only where the pattern is not nested in another one
-    return (rf"(?<![\w.,:/-]){g}[€$£])?\s?{g}\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\d/]|[:.,-]\d)"
+    return (rf"(?<![\w.,:/-]){g}[€$£]|(?:EUR|USD|GBP)(?=\s?\d))?\s?"
+            rf"{g}\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\d/]|[:.,-]\d)"
             rf"(?:\s+{g}thousand|million|billion)\b)?(?:\s?{g}%|per\s?cent\b|[^\W\d_]+))?")
+
+
+# One currency however it is written: people ask "3000 EUR" or "3,000 euros" of a policy that states "€2,500".
+# "pound" is left alone: a weight as often as a currency.
+_CURRENCIES = {"eur": "€", "euro": "€", "usd": "$", "dollar": "$", "gbp": "£"}
 
 
 _AMOUNT = re.compile(_figure_pattern(groups=True), re.IGNORECASE)
@@ -379,8 +386,9 @@ def _amount(figure: re.Match) -> Amount:
     currency, number, scale, after = figure.groups()
     unit = (after or "").lower()
     unit = "%" if unit.startswith("per") and unit.endswith("cent") else "" if unit in _NO_UNIT else unit
+    unit = (currency or unit).lower().removesuffix("s") if not currency or currency.isalpha() else currency
     return Amount(float(number.replace(",", "")) * (_SCALE[scale.lower()] if scale else 1.0),
-                  currency or unit.removesuffix("s"))
+                  _CURRENCIES.get(unit, unit))
 
 
 def stated_amounts(text: str) -> list[Amount]:

@@ -215,6 +215,13 @@ def test_stated_ranges_read_bounds_units_and_which_bounds_are_included():
     # An ordinal is a position in a series, not an amount: no unit when stated, left out when asked.
     assert asked_amounts("How many died in the 17th century, on the 3rd day?") == []
     assert stated_amounts("from the 16th to the 18th century") == [Amount(16.0, ""), Amount(18.0, "")]
+    # A currency is one unit however it is written: a symbol, a code before or after, its name.
+    for asked in ("expense approval 3000 EUR", "a EUR 3,000 claim", "a claim of 3,000 euros", "EUR3000"):
+        assert asked_amounts(asked) == [Amount(3000.0, "€")], asked
+    assert asked_amounts("USD 450 or 450 dollars, GBP 180") == [Amount(450.0, "$"), Amount(450.0, "$"),
+                                                                 Amount(180.0, "£")]
+    assert stated_ranges("EUR 500.01 to EUR 2,500: the department head") == [AmountRange(500.01, 2500.0, True, True, "€")]
+    assert asked_amounts("5 pounds of flour") == [Amount(5.0, "pound")]  # a weight as often as a currency
 
 
 def test_an_amount_is_held_by_a_range_of_its_unit_and_a_figure_without_a_unit_by_none():

@@ -89,3 +89,20 @@ def test_unanswerable_question_is_refused_by_the_floor(pipeline, q):
         assert result.outcome.p_answerable == gate.p_answerable < gate.answerability_floor
     else:
         assert result.outcome.best_p_relevant < gate.floor
+
+
+# The same facts asked as a search box is used: content words, an amount written with a currency code. The
+# outage's length is a known miss: "outage duration" reads closest to the sentence on the 50 minutes the retries
+# added, not to the one with the whole outage's 2 hours 47 minutes. Strict, so a fix shows.
+_KEYWORD_LEADS = [("expense approval 3000 EUR", "Marta Quental"), ("hotel cap Rotterdam", "€160"),
+                  ("minimum password length", "14 characters"), ("RMA no fault found fee", "€350"),
+                  ("release freeze holidays", "20 November"),
+                  pytest.param("harbor outage duration", "2 hours 47 minutes", marks=pytest.mark.xfail(
+                      reason="the lead is the 50 minutes the retries added", strict=True))]
+
+
+@pytest.mark.parametrize("query, fact", _KEYWORD_LEADS)
+def test_a_keyword_query_is_answered_with_the_fact_first(pipeline, query, fact):
+    result = pipeline.ask(query)
+    assert isinstance(result.outcome, Answer), f"refused: {result.outcome.reason}"
+    assert fact in lead_sentence(result.outcome.text)
