@@ -31,9 +31,9 @@ def paragraph_texts(folder: str) -> dict[str, str]:
     return corpus
 
 
-def held_out_questions(folder: str, per_set: int) -> list[tuple[str, str, tuple[str, ...]]]:
+def held_out_questions(folder: str, per_set: int, held: bool = True) -> list[tuple[str, str, tuple[str, ...]]]:
     """(question, gold paragraph as the reranker sees it: title line, then text, answers) for up to `per_set`
-    held-out answerable questions of a SQuAD-style BEIR folder."""
+    held-out answerable questions of a SQuAD-style BEIR folder (`held` False: of the articles trained on)."""
     from chatbot.evaluate import held_out_filter
     from ingest.beir import load_beir
 
@@ -41,7 +41,7 @@ def held_out_questions(folder: str, per_set: int) -> list[tuple[str, str, tuple[
     labelled = load_beir(folder)
     corpus = paragraph_texts(folder)
     keep = held_out_filter(name, labelled.queries, 0.2)
-    questions = [q for q in labelled.queries if keep(q) and q.answerable and q.answers]
+    questions = [q for q in labelled.queries if keep(q) == held and q.answerable and q.answers]
     random.Random(1).shuffle(questions)
     return [(q.text, corpus[min(q.relevant)], q.answers) for q in questions[:per_set]]
 

@@ -11,7 +11,6 @@ Writes bench/results/span_nbest.md unless --out says otherwise.
 from __future__ import annotations
 
 import argparse
-import random
 import re
 import sys
 from pathlib import Path
@@ -49,26 +48,13 @@ def fits(kind: str, span: str) -> bool:
     return any(w[:1].isupper() for w in span.split()) and not re.fullmatch(r"[\d\s,.%]+", span)
 
 
-def questions(folder: str, held: bool, per_set: int):
-    from chatbot.evaluate import held_out_filter
-    from ingest.beir import load_beir
-    from reader_gold_f1 import paragraph_texts
-
-    labelled = load_beir(folder)
-    corpus = paragraph_texts(folder)
-    keep = held_out_filter(Path(folder).name, labelled.queries, 0.2)
-    chosen = [q for q in labelled.queries if keep(q) == held and q.answerable and q.answers]
-    random.Random(1).shuffle(chosen)
-    return [(q.text, corpus[min(q.relevant)], q.answers) for q in chosen[:per_set]]
-
-
 def n_best(model, pairs, k: int = max(KS), batch: int = 8) -> list[list[str]]:
     """Each (question, passage) pair's k best spans (start + end logit, at most MAX_ANSWER_TOKENS tokens), best
     first, read as the product reads: through the reader's own layers when it has them."""
     import torch
     from sentence_transformers.util import batch_to_device
 
-    from chatbot.cross_encoder import MAX_ANSWER_TOKENS, NOT_A_SPAN, encode_pairs, reader_layer_count
+    from chatbot.cross_encoder import NOT_A_SPAN, encode_pairs, reader_layer_count, span_scores
 
     late = bool(reader_layer_count(model))
     out = []
@@ -85,10 +71,7 @@ def n_best(model, pairs, k: int = max(KS), batch: int = 8) -> list[list[str]]:
                 heads = model(features)
                 start, end = heads["start_logits"], heads["end_logits"]
             n = start.shape[-1]
-            pair = start.float().unsqueeze(-1) + end.float().unsqueeze(-2)
-            i = torch.arange(n)
-            allowed = (i.unsqueeze(1) <= i.unsqueeze(0)) & (i.unsqueeze(0) - i.unsqueeze(1) < MAX_ANSWER_TOKENS)
-            scores, flat = pair.masked_fill(~allowed, 2 * NOT_A_SPAN).reshape(len(part), -1).topk(k, -1)
+            scores, flat = span_scores(start.float(), end.float()).reshape(len(part), -1).topk(k, -1)
         for row, (_, passage) in enumerate(part):
             spans = []
             for score, index in zip(scores[row].tolist(), flat[row].tolist()):
@@ -123,6 +106,7 @@ def measure(model, chosen) -> dict:
 
 def main() -> None:
     from chatbot.rerank import Reranker
+    from reader_gold_f1 import held_out_questions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("model", nargs="?", default="shipped")
@@ -139,7 +123,7 @@ def main() -> None:
              "|---|---|---|" + "---|" * (len(KS) + 2)]
     for folder in args.sets:
         for held in (True, False):
-            r = measure(model, questions(folder, held, args.per_set))
+            r = measure(model, held_out_questions(folder, args.per_set, held=held))
             types = "; ".join(f"{kind} {n}, {a:.1f} -> {b:.1f}" for kind, (n, a, b) in r["types"].items())
             lines.append(f"| {Path(folder).name} | {'held out' if held else 'trained on'} | {r['n']} | "
                          + " | ".join(f"{r[f'oracle@{k}']:.1f}" for k in KS) + f" | {r['typed']:.1f} | {types} |")

@@ -386,7 +386,10 @@ def _amount(figure: re.Match) -> Amount:
     currency, number, scale, after = figure.groups()
     unit = (after or "").lower()
     unit = "%" if unit.startswith("per") and unit.endswith("cent") else "" if unit in _NO_UNIT else unit
-    unit = (currency or unit).lower().removesuffix("s") if not currency or currency.isalpha() else currency
+    if currency and not currency.isalpha():  # a symbol stands as written
+        unit = currency
+    else:  # a currency code, or the word after the figure: lower case, singular
+        unit = (currency or unit).lower().removesuffix("s")
     return Amount(float(number.replace(",", "")) * (_SCALE[scale.lower()] if scale else 1.0),
                   _CURRENCIES.get(unit, unit))
 

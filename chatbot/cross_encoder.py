@@ -46,15 +46,20 @@ NOT_A_SPAN = -1e4  # start/end logit of a position outside the passage
 MAX_ANSWER_TOKENS = 30
 
 
+def span_scores(start, end, max_tokens: int = MAX_ANSWER_TOKENS):
+    """Per row, start + end logit of every span [batch, i, j] from token i to token j; 2 * NOT_A_SPAN where
+    j < i or the span is longer than `max_tokens` tokens."""
+    pair = start.unsqueeze(-1) + end.unsqueeze(-2)
+    i = torch.arange(start.shape[-1], device=start.device)
+    allowed = (i.unsqueeze(1) <= i.unsqueeze(0)) & (i.unsqueeze(0) - i.unsqueeze(1) < max_tokens)
+    return pair.masked_fill(~allowed, 2 * NOT_A_SPAN)
+
+
 def best_spans(start, end, max_tokens: int = MAX_ANSWER_TOKENS):
     """Per row, the best (start + end) over spans of at most `max_tokens` tokens with start <= end:
     (span_score, start index, end index), each a tensor of the batch's size."""
     n = start.shape[-1]
-    pair = start.unsqueeze(-1) + end.unsqueeze(-2)  # [batch, i, j]
-    i = torch.arange(n, device=start.device)
-    allowed = (i.unsqueeze(1) <= i.unsqueeze(0)) & (i.unsqueeze(0) - i.unsqueeze(1) < max_tokens)
-    pair = pair.masked_fill(~allowed, 2 * NOT_A_SPAN)
-    score, flat = pair.reshape(pair.shape[0], -1).max(-1)
+    score, flat = span_scores(start, end, max_tokens).reshape(start.shape[0], -1).max(-1)
     return score, flat // n, flat % n
 
 

@@ -186,8 +186,8 @@ def _prepared(row: dict[str, Any]) -> Prepared:
     vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(chunks), dimension)
     sentences = None
     if row["sentences"]:
+        counts = json.loads(row["sentences"])
         flat = np.frombuffer(row["sentence_vectors"], dtype=np.float16).reshape(-1, dimension)
-        ends = np.cumsum(json.loads(row["sentences"]), dtype=int)
-        sentences = tuple(flat[end - count:end] for count, end in zip(json.loads(row["sentences"]), ends))
+        sentences = tuple(flat[end - count:end] for count, end in zip(counts, np.cumsum(counts, dtype=int)))
     return Prepared(row["doc_path"], chunks, vectors, sentence_vectors=sentences)
 
