@@ -298,6 +298,7 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
     from chatbot.evaluate import (EXTRA_PREFIX, LabelledQuery, as_keywords, held_out_filter, leave_gold_out,
                                   run_queries)
     from chatbot.pipeline import Pipeline
+    from chatbot.retrieve import full_text_index_threshold
     from ingest.beir import ingest_corpus, load_beir
 
     held_out = args.held_out_fraction
@@ -337,7 +338,9 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
         # reads them, instead of embedding the best chunks' sentences for every question (a quarter of its time).
         written = ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, settings,
                                 progress=_corpus_progress(dataset.name), sentence_vectors=True,
-                                sentence_progress=_corpus_progress(dataset.name, "sentences of", "chunk"))
+                                sentence_progress=_corpus_progress(dataset.name, "sentences of", "chunk"),
+                                full_text_index_from=full_text_index_threshold(config.bm25_backend,
+                                                                               pipeline.store.is_remote))
         print(f"corpus {dataset.corpus_path}: {pipeline.store.count()} chunks in table '{table}'"
               f"{f' ({written} written)' if written else ' (unchanged, reused)'}", file=sys.stderr)
         with tqdm(total=len(queries), unit="q", desc=f"queries {dataset.name}", file=sys.stderr, mininterval=2) as bar:

@@ -483,6 +483,23 @@ class ChunkStore:
             raise StoreError(f"cannot read the sentence vectors in '{self.sentences_table_name}' at '{self.uri}': "
                              f"{e}; remove that table and ingest again (the chunks are kept)") from e
 
+    def chunks_with_sentence_vectors(self, chunk_ids: Sequence[str], sentencing: str) -> set[str]:
+        """Those of `chunk_ids` with sentence vectors stored under `sentencing`: their ids only, not the vectors."""
+        table = self._sentences() if chunk_ids else None
+        if table is None:
+            return set()
+        found: set[str] = set()
+        try:
+            for at in range(0, len(chunk_ids), _IDS_PER_STATEMENT):
+                ids = chunk_ids[at:at + _IDS_PER_STATEMENT]
+                where = f"sentencing = {sql_str(sentencing)} AND chunk_id IN (" + ", ".join(map(sql_str, ids)) + ")"
+                found.update(table.search().where(where).select(["chunk_id"]).limit(None).to_arrow()
+                             .column("chunk_id").to_pylist())
+        except Exception as e:
+            raise StoreError(f"cannot read the sentence vectors in '{self.sentences_table_name}' at '{self.uri}': "
+                             f"{e}; remove that table and ingest again (the chunks are kept)") from e
+        return found
+
     def chunks_lacking_sentence_vectors(self, sentencing: str) -> list[tuple[str, str]]:
         """(chunk id, text) of every chunk with no sentence vectors stored under `sentencing`."""
         if self.table is None:

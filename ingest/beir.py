@@ -20,7 +20,7 @@ from chatbot.errors import ChatbotError
 from chatbot.evaluate import DOC_PREFIX, LabelledQuery
 from chatbot.store import ChunkStore
 from ingest.chunk import ParsedDocument, Section, chunk_document
-from ingest.run import ChunkingSettings, IngestReport, store_sentence_vectors
+from ingest.run import ChunkingSettings, IngestReport, store_sentence_vectors, tidy
 
 
 class DatasetError(ChatbotError):
@@ -100,11 +100,14 @@ def corpus_documents(corpus_path: Path) -> Iterable[tuple[str, ParsedDocument, s
 def ingest_corpus(corpus_path: Path, store: ChunkStore, embedder: Embedder, settings: ChunkingSettings,
                   progress: Callable[[Iterable, int], Iterable] | None = None, batch_chunks: int = 1024,
                   sentence_vectors: bool = False,
-                  sentence_progress: Callable[[Iterable, int], Iterable] | None = None) -> int:
+                  sentence_progress: Callable[[Iterable, int], Iterable] | None = None,
+                  full_text_index_from: int | None = None) -> int:
     """Ingest a BEIR corpus; returns the number of chunks written (0 when unchanged). `sentence_vectors`: also
     store each chunk's sentence vectors, as `chatbot ingest` does under a calibration that reads them, so that
     questions asked through the located stage read them instead of embedding them (the first time, every
-    chunk's sentences are embedded; then only those of chunks written since)."""
+    chunk's sentences are embedded; then only those of chunks written since). `full_text_index_from`: as
+    `chatbot ingest` takes it (`chatbot.retrieve.full_text_index_threshold`), so that questions search the
+    table with the BM25 backend the product would use on it."""
     store.ensure_table(embedder.fingerprint, lambda: embedder.dimension)
     stored = store.document_hashes()
     docs: list[str] = []
@@ -131,8 +134,5 @@ def ingest_corpus(corpus_path: Path, store: ChunkStore, embedder: Embedder, sett
     gone = [p for p in stored if p not in seen]
     store.remove_documents(gone)
     sentences_changed = sentence_vectors and store_sentence_vectors(store, embedder, IngestReport(), sentence_progress)
-    if written or gone or sentences_changed:
-        store.optimize()
-    if sentences_changed:
-        store.index_sentence_vectors()
+    tidy(store, bool(written or gone), sentences_changed, full_text_index_from)
     return written

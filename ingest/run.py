@@ -319,7 +319,7 @@ def write_sources(sources: Iterable[Source], store: ChunkStore, embedder: Embedd
             # After the chunks: a stop in between leaves chunks without them, which the sentence step fills in.
             # A chunk whose text was stored before keeps its id and its vectors: they are not added twice.
             sentencing = sentencing_fingerprint(embedder.fingerprint)
-            have = store.sentence_vectors([i for i, _ in pending_sentences], sentencing)
+            have = store.chunks_with_sentence_vectors([i for i, _ in pending_sentences], sentencing)
             store.add_sentence_vectors([(i, v) for i, v in pending_sentences if i not in have], sentencing)
             report.sentences_of_chunks += len(pending_sentences) - len(have)
             pending_sentences.clear()
@@ -350,14 +350,22 @@ def finish(store: ChunkStore, report: IngestReport, gone: Sequence[str], full_te
         report.removed.extend(gone)
     sentences_changed = (store_sentence_vectors(store, sentences.embedder, report, sentences.progress)
                          or report.sentences_of_chunks > 0) if sentences else False
-    if report.chunks_written or gone or report.relabeled or sentences_changed:
+    tidy(store, bool(report.chunks_written or gone or report.relabeled), sentences_changed, full_text_index_from)
+    report.total_seconds = time.perf_counter() - started
+
+
+def tidy(store: ChunkStore, changed: bool, sentences_changed: bool, full_text_index_from: int | None) -> None:
+    """After a write: compact, and rebuild the indexes the writes made stale. The full-text index is also built
+    where it is due and missing though nothing changed: a table ingested under another `bm25_backend` gets it
+    from the next ingest, which the search's error tells its user to run."""
+    if changed or sentences_changed:
         store.optimize()
         store.index_access()
         if sentences_changed:
             store.index_sentence_vectors()
-        if full_text_index_from is not None and store.count() >= full_text_index_from:
-            store.build_full_text_index()
-    report.total_seconds = time.perf_counter() - started
+    if (full_text_index_from is not None and store.exists() and store.count() >= full_text_index_from
+            and (changed or not store.has_full_text_index())):
+        store.build_full_text_index()
 
 
 SENTENCE_BATCH_CHUNKS = 256

@@ -40,6 +40,16 @@ def test_eval_writes_report_plots_and_summary(beir_dir, tmp_path, tiny_reranker_
     assert json.loads((out / "report.json").read_text())["n_queries"] == 4
 
 
+def test_eval_builds_the_full_text_index_its_bm25_backend_searches(beir_dir, tmp_path, tiny_reranker_dir,
+                                                                    monkeypatch):
+    # As `chatbot ingest` would for this configuration: otherwise LanceDB's full-text search has no index to read.
+    monkeypatch.setenv("CHATBOT_BM25_BACKEND", "lancedb")
+    out, db = tmp_path / "report", str(tmp_path / "db")
+    assert main(["--db", db, "eval", str(beir_dir), "--reranker", str(tiny_reranker_dir), "--out", str(out)]) == 0
+    assert ChunkStore(db, "eval_tinyset").has_full_text_index()
+    assert json.loads((out / "report.json").read_text())["ranking"]["bm25"]["hit@5"] == 1.0
+
+
 def test_calibrate_writes_a_loadable_file_tied_to_the_model(beir_dir, tmp_path, tiny_reranker_dir, capsys):
     cal_path = tmp_path / "cal.json"
     code = main(["--db", str(tmp_path / "db"), "calibrate", str(beir_dir), "--reranker", str(tiny_reranker_dir),

@@ -258,6 +258,12 @@ def test_sentence_vectors_follow_their_chunks_and_a_row_that_does_not_fit_is_emb
     store = ChunkStore(uri)
     ids = lambda: set(store._scan(["id"]).column("id").to_pylist())  # noqa: E731
     assert set(_stored_rows(uri)) == ids() and len(ids()) == 2
+    # Which chunks have them, read without their vectors (a Ray ingest's driver asks before storing): only
+    # under the sentencing asked for, and nothing for an id the table does not hold.
+    sentencing = sentencing_fingerprint(EMBEDDER)
+    assert store.chunks_with_sentence_vectors(sorted(ids()) + ["no-such-chunk"], sentencing) == ids()
+    assert store.chunks_with_sentence_vectors(sorted(ids()), "sentences-v0|" + EMBEDDER) == set()
+    assert store.chunks_with_sentence_vectors([], sentencing) == set()
 
     before = ids()
     (docs / "leave.md").write_text("# Leave\n\n" + WITHOUT_ANSWER + "\n")  # a changed document: new chunk ids

@@ -123,6 +123,13 @@ def test_auto_backend_switches_to_the_full_text_index_for_large_tables(tmp_path,
                  full_text_index_from=retrieve.full_text_index_threshold("rank_bm25", False))
     assert not plain.has_full_text_index()
     assert HybridRetriever(plain, embedder, bm25_backend="auto").backend() == "rank_bm25"
+    # Switched to the index afterwards: the next ingest, with nothing to re-read, builds it (the search's error
+    # says to run one).
+    report = ingest_paths([SAMPLE_KB / "office-guide.html", SAMPLE_KB / "expense-policy.md"], plain, embedder,
+                          full_text_index_from=retrieve.full_text_index_threshold("lancedb", False))
+    assert report.chunks_written == 0 and plain.has_full_text_index()
+    assert any("12 parking spaces" in c.chunk.text for c in
+               HybridRetriever(plain, embedder, pool_size=10, bm25_backend="lancedb").retrieve(question).pool[:3])
 
 
 def test_term_coverage_counts_the_questions_content_words_in_the_chunk(retriever):
