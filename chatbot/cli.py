@@ -299,9 +299,10 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
                                   run_queries)
     from chatbot.pipeline import Pipeline
     from chatbot.retrieve import full_text_index_threshold
-    from ingest.beir import ingest_corpus, load_beir
+    from ingest.beir import corpus_size, ingest_corpus, load_beir
 
     held_out = args.held_out_fraction
+    reads_sentences = not fitting and locates_sentences(config)
 
     def held(beir_set):
         # The same split as train-reranker's validation (by article): measure only on questions whose
@@ -334,10 +335,13 @@ def _eval_outcomes(args, config: Config, fitting: bool = False):
                                             calibration=Calibration(floor=0.5) if fitting else None, locate=True)
         else:
             pipeline = pipeline.with_table(table)
-        # The located stage then reads stored sentence vectors, as the product does under a calibration that
-        # reads them, instead of embedding the best chunks' sentences for every question (a quarter of its time).
+        # Stored sentence vectors spare the located stage, which eval always runs, embedding the best chunks'
+        # sentences for every question (a quarter of its time), at the cost of embedding every chunk's once.
+        # Stored as `chatbot ingest` would (the calibration reads them), or where the questions would embed as
+        # many chunks' sentences as the corpus has: not for a large corpus and a few questions.
+        sentence_vectors = reads_sentences or corpus_size(dataset.corpus_path) <= len(queries) * config.top_n
         written = ingest_corpus(dataset.corpus_path, pipeline.store, pipeline.embedder, settings,
-                                progress=_corpus_progress(dataset.name), sentence_vectors=True,
+                                progress=_corpus_progress(dataset.name), sentence_vectors=sentence_vectors,
                                 sentence_progress=_corpus_progress(dataset.name, "sentences of", "chunk"),
                                 full_text_index_from=full_text_index_threshold(config.bm25_backend,
                                                                                pipeline.store.is_remote))

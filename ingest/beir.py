@@ -91,6 +91,15 @@ def _articles(corpus_path: Path) -> dict[str, str]:
     return {pid: f"title:{t}" for pid, t in titles.items() if t and shared[t] > 1}
 
 
+def corpus_size(corpus_path: Path) -> int:
+    """How many passages a BEIR corpus holds (its non-empty lines), without parsing them."""
+    try:
+        with open(corpus_path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        raise DatasetError(f"{corpus_path} does not exist (a BEIR folder has corpus.jsonl and queries.jsonl)") from None
+
+
 def corpus_documents(corpus_path: Path) -> Iterable[tuple[str, ParsedDocument, str]]:
     for row in _read_jsonl(corpus_path):
         title, text = (row.get("title") or "").strip(), (row.get("text") or "").strip()

@@ -40,6 +40,21 @@ def test_eval_writes_report_plots_and_summary(beir_dir, tmp_path, tiny_reranker_
     assert json.loads((out / "report.json").read_text())["n_queries"] == 4
 
 
+def test_eval_stores_sentence_vectors_where_they_save_work_or_the_calibration_reads_them(beir_dir, tmp_path):
+    db = str(tmp_path / "db")
+    lacking = lambda: ChunkStore(db, "eval_tinyset").chunks_lacking_sentence_vectors(  # noqa: E731
+        sentencing_fingerprint(EMBEDDER))
+    # One question reads at most top_n (5) chunks' sentences: fewer than the corpus's 6 passages would cost.
+    assert main(["--db", db, "eval", str(beir_dir), "--limit", "1", "--out", str(tmp_path / "r")]) == 0
+    assert len(lacking()) == 6
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["latency_ms"]["locate_ms"]["median"] > 0.0  # located all the same, embedding per question
+    # Under a calibration that reads them, stored as `chatbot ingest` would, however few the questions.
+    assert main(["--db", db, "eval", str(beir_dir), "--limit", "1", "--calibration", "located",
+                 "--out", str(tmp_path / "r")]) == 0
+    assert lacking() == []
+
+
 def test_eval_builds_the_full_text_index_its_bm25_backend_searches(beir_dir, tmp_path, tiny_reranker_dir,
                                                                     monkeypatch):
     # As `chatbot ingest` would for this configuration: otherwise LanceDB's full-text search has no index to read.
