@@ -246,8 +246,7 @@ def build_replicated(cache: Path, size: str, vector_index: bool = True, access_g
     if vector_index and replicas(size) > 1:
         t = time.perf_counter()
         n = info["rows"]
-        store.table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ",
-                                 num_partitions=max(16, int(n ** 0.5)), num_sub_vectors=48, replace=True)
+        store.build_vector_index()
         info["vector_index"] = {"type": "IVF_PQ", "num_partitions": max(16, int(n ** 0.5)), "num_sub_vectors": 48,
                                 "seconds": round(time.perf_counter() - t, 1)}
     info_path.write_text(json.dumps(info, indent=2) + "\n")

@@ -170,3 +170,26 @@ def test_vector_search_through_an_ivf_pq_index_returns_the_exact_neighbours(tmp_
         recalls_pq_only.append(len(exact & set(pq_only)) / 10)
     assert np.mean(recalls) >= 0.98
     assert np.mean(recalls_pq_only) < np.mean(recalls)  # the index alone does lose neighbours here
+
+
+def test_a_large_table_gets_a_vector_index_from_ingest_and_questions_still_find_their_chunk(
+        writable_sample_db, embedder, monkeypatch):
+    """From `VECTOR_INDEX_MIN_CHUNKS` chunks an ingest builds an IVF_PQ index (lowered here to the sample's size):
+    the next ingest builds it though no document changed, and the search, refined with full vectors, still
+    finds each question's chunk."""
+    import ingest.run as run
+    from ingest.run import ingest_paths
+    from tests.helpers import SAMPLE_KB
+
+    store = ChunkStore(writable_sample_db)
+    assert not store.has_vector_index()
+    monkeypatch.setattr(run, "VECTOR_INDEX_MIN_CHUNKS", store.count() + 1)
+    assert ingest_paths([SAMPLE_KB], store, embedder).chunks_written == 0 and not store.has_vector_index()
+    monkeypatch.setattr(run, "VECTOR_INDEX_MIN_CHUNKS", store.count())
+    assert ingest_paths([SAMPLE_KB], store, embedder).chunks_written == 0 and store.has_vector_index()
+    retriever = HybridRetriever(store, embedder, pool_size=10)
+    for question, fact in (("How many parking spaces does the Lisbon office have?", "12 parking spaces"),
+                           ("What is the nightly hotel cap in Rotterdam?", "€160")):
+        assert any(fact in c.chunk.text for c in retriever.retrieve(question).pool[:5])
+        nearest = store.nearest_chunks(embedder.embed_query(question), 5)
+        assert any(fact in chunk.text for chunk, _, _ in nearest)
