@@ -50,8 +50,10 @@ def _read_jsonl(path: Path) -> Iterable[dict]:
 def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: str = "is_impossible") -> BeirSet:
     """Queries with their relevant corpus ids. Relevance comes from qrels/<split>.tsv (the
     only or first tsv when `split` is None), or else from a `source_paragraph` field.
-    Queries whose `unanswerable_field` is true are kept as unanswerable, with the passage they were
-    written against (`source_paragraph`) when given; queries with neither label are left out."""
+    Only grades above 0 make a passage relevant. Queries whose `unanswerable_field` is true are kept as
+    unanswerable, with the passage they were written against (`source_paragraph`) when given, and so are
+    queries whose judged passages are all graded 0 or below (the first of them as that passage); queries with
+    no label at all are left out."""
     root = Path(folder)
     qrels: dict[str, dict[str, float]] = {}
     tsvs = sorted((root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
@@ -73,11 +75,17 @@ def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: 
             queries.append(LabelledQuery(qid, text, {}, answerable=False, written_from=own,
                                          source=articles.get(own, "")))
             continue
-        if qid in qrels and any(g > 0 for g in qrels[qid].values()):
-            relevant = qrels[qid]
-        elif row.get("source_paragraph"):
+        judged = qrels.get(qid, {})
+        relevant = {d: g for d, g in judged.items() if g > 0}  # a grade of 0 (or below) judges a passage wrong
+        if not relevant and row.get("source_paragraph"):
             relevant = {str(row["source_paragraph"]): 1.0}
-        else:
+        elif not relevant and judged:
+            # Annotators read its passages and none answers it: on topic and unanswered, as the corpus stands.
+            own = min(judged)
+            queries.append(LabelledQuery(qid, text, {}, answerable=False, written_from=own,
+                                         source=articles.get(own, "")))
+            continue
+        elif not relevant:
             continue
         queries.append(LabelledQuery(qid, text, relevant, source=articles.get(min(relevant), ""), answers=answers))
     return BeirSet(root.name, root / "corpus.jsonl", tuple(queries))

@@ -49,6 +49,26 @@ def test_unanswerable_questions_keep_their_passage_and_split_with_it(tmp_path):
     assert split_key("s", a) == split_key("s", b) == "s:p1" and split_key("s", c) == "s:c"
 
 
+def test_graded_qrels_count_only_grades_above_zero_and_a_query_judged_all_wrong_is_unanswerable(tmp_path):
+    from chatbot.evaluate import leave_gold_out, split_key
+    from ingest.beir import load_beir
+
+    root = tmp_path / "set"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": p, "title": "", "text": p})
+                                                 for p in ("p1", "p2", "p3")))
+    (root / "queries.jsonl").write_text("\n".join(json.dumps({"_id": q, "text": q}) for q in ("a", "b", "c")))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n"
+                                             "a\tp1\t0\na\tp2\t2\na\tp3\t1\n"   # TREC-style grades
+                                             "b\tp3\t0\nb\tp2\t0\n")           # judged, none answers
+    a, b = load_beir(root).queries  # c: no label at all, left out
+    assert a.answerable and a.relevant == {"p2": 2.0, "p3": 1.0}
+    # Leaving its gold out takes only what answers it: the passage judged wrong stays, as a user's would.
+    (gold_out,) = leave_gold_out([a])
+    assert gold_out.left_out == {"p2", "p3"}
+    assert not b.answerable and b.relevant == {} and b.written_from == "p2" and split_key("s", b) == "s:p2"
+
+
 def _top_logit_auroc(ce, examples):
     import torch
 
