@@ -729,7 +729,7 @@ def _mine_training_data(args, config: Config, settings) -> TrainingData:
     tuning: list[ValidationQuery] = []  # the half of the held-out questions that sets the exact-match weight
     passages: list[str] = []  # every chunk the reranker could see: the documents of the word-piece IDF
     for folder in args.datasets:
-        dataset = load_beir(folder, split=args.split)
+        dataset = load_beir(folder, split=args.split, prefer=("train",))
         table_config = dataclasses.replace(config, table=f"eval_{_safe_name(dataset.name)}")
         # Mining pools needs retrieval only: no reranker is loaded, no calibration is read.
         pipeline = Pipeline.from_config(table_config, calibration=Calibration(floor=0.5))
@@ -794,7 +794,8 @@ def _add_dataset_args(p, optional: bool = False) -> None:
     p.add_argument("dataset", nargs="*" if optional else "+",
                    help="BEIR-format folder(s): corpus.jsonl, queries.jsonl, qrels/*.tsv; each set's questions are "
                         "asked of its own corpus")
-    p.add_argument("--split", help="qrels split name (default: the first qrels/*.tsv)")
+    p.add_argument("--split", help="qrels split name (default: test.tsv where the set has one, else the first "
+                                   "qrels/*.tsv)")
     p.add_argument("--leave-gold-out", action="store_true",
                    help="also ask every answerable question with its relevant passages taken out of the pool, "
                         "as an unanswerable one (on topic, unanswered)")
@@ -923,7 +924,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "embedder or LanceDB needed (a GPU machine)")
     p.add_argument("--device", default="cpu",
                    help="torch device the steps run on, e.g. cuda (default cpu); the saved model is for the CPU")
-    p.add_argument("--split", help="qrels split (default: the first qrels/*.tsv)")
+    p.add_argument("--split", help="qrels split (default: train.tsv where the set has one, else the first qrels/*.tsv)")
     p.add_argument("--validation-fraction", type=float, default=0.2, help="share of each set's articles (sources) held out")
     p.add_argument("--head", default="segment-cosine", choices=["segment-cosine", "classification"])
     p.add_argument("--no-unanswerable", action="store_true",

@@ -384,7 +384,8 @@ class ChunkStore:
     def has_vector_index(self) -> bool:
         if self.table is None:
             return False
-        return any(i.columns == ["vector"] and i.index_type.lower().startswith("ivf") for i in self.table.list_indices())
+        return any(i.columns == ["vector"] and i.index_type.lower().startswith("ivf")
+                   for i in self.table.list_indices())
 
     def build_vector_index(self) -> None:
         """Build an approximate (IVF_PQ) index of the chunk vectors; run after ingest, never on the request path.

@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from chatbot.embed import Embedder
 from chatbot.errors import ChatbotError
@@ -47,9 +47,11 @@ def _read_jsonl(path: Path) -> Iterable[dict]:
         raise DatasetError(f"{path} does not exist (a BEIR folder has corpus.jsonl and queries.jsonl)") from None
 
 
-def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: str = "is_impossible") -> BeirSet:
-    """Queries with their relevant corpus ids. Relevance comes from qrels/<split>.tsv (the
-    only or first tsv when `split` is None), or else from a `source_paragraph` field.
+def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: str = "is_impossible",
+              prefer: Sequence[str] = ("test",)) -> BeirSet:
+    """Queries with their relevant corpus ids. Relevance comes from qrels/<split>.tsv (when `split` is None:
+    the first of `prefer` the set has, BEIR's test split for measuring, else its only or first tsv), or else
+    from a `source_paragraph` field.
     Only grades above 0 make a passage relevant. Queries whose `unanswerable_field` is true are kept as
     unanswerable, with the passage they were written against (`source_paragraph`) when given, and so are
     queries whose judged passages are all graded 0 or below (the first of them as that passage); queries with
@@ -61,6 +63,9 @@ def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: 
         tsvs = [t for t in tsvs if t.stem == split]
         if not tsvs:
             raise DatasetError(f"{root}/qrels/{split}.tsv does not exist")
+    else:
+        # dev.tsv sorts before test.tsv and train.tsv: the first file alone would measure on (or train on) dev.
+        tsvs = sorted(tsvs, key=lambda t: list(prefer).index(t.stem) if t.stem in prefer else len(prefer))
     for tsv in tsvs[:1]:
         with open(tsv, encoding="utf-8") as f:
             for row in csv.DictReader(f, delimiter="\t"):

@@ -68,6 +68,13 @@ def test_graded_qrels_count_only_grades_above_zero_and_a_query_judged_all_wrong_
     assert gold_out.left_out == {"p2", "p3"}
     assert not b.answerable and b.relevant == {} and b.written_from == "p2" and split_key("s", b) == "s:p2"
 
+    # Which split: the one named; else test.tsv for measuring (dev.tsv sorts first), train.tsv for training.
+    for split in ("dev", "train"):
+        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\nc\tp1\t1\n")
+    assert [q.id for q in load_beir(root).queries] == ["a", "b"]
+    assert [q.id for q in load_beir(root, prefer=("train",)).queries] == ["c"]
+    assert [q.id for q in load_beir(root, "dev").queries] == ["c"]
+
 
 def _top_logit_auroc(ce, examples):
     import torch
