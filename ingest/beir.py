@@ -74,8 +74,8 @@ def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: 
     queries = []
     for row in _read_jsonl(root / "queries.jsonl"):
         qid, text = str(row["_id"]), row["text"]
-        answers = tuple(str(a) for a in row.get("answers") or () if str(a).strip())
-        if row.get(unanswerable_field) is True:
+        answers = _answer_texts(row.get("answers"))
+        if _is_true(row.get(unanswerable_field)):
             own = str(row.get("source_paragraph") or "")
             queries.append(LabelledQuery(qid, text, {}, answerable=False, written_from=own,
                                          source=articles.get(own, "")))
@@ -94,6 +94,23 @@ def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: 
             continue
         queries.append(LabelledQuery(qid, text, relevant, source=articles.get(min(relevant), ""), answers=answers))
     return BeirSet(root.name, root / "corpus.jsonl", tuple(queries))
+
+
+def _answer_texts(value) -> tuple[str, ...]:
+    """Gold answer texts however a SQuAD export writes them: a list of strings (this project's sets), a list of
+    {"text": ...} (SQuAD's own JSON), {"text": [...], "answer_start": [...]} (Hugging Face datasets), or one
+    string. A shape misread here would make every span and lead measure 0 without a word."""
+    if isinstance(value, dict):
+        value = value.get("text", ())
+    if isinstance(value, str):
+        value = [value]
+    texts = (a.get("text", "") if isinstance(a, dict) else a for a in value or ())
+    return tuple(str(t) for t in texts if str(t).strip())
+
+
+def _is_true(value) -> bool:
+    """A flag written as JSON true, or as "true" / 1 by a converter."""
+    return value is True or (isinstance(value, (int, str)) and str(value).strip().lower() in ("true", "1"))
 
 
 def _articles(corpus_path: Path) -> dict[str, str]:

@@ -75,6 +75,18 @@ def test_graded_qrels_count_only_grades_above_zero_and_a_query_judged_all_wrong_
     assert [q.id for q in load_beir(root, prefer=("train",)).queries] == ["c"]
     assert [q.id for q in load_beir(root, "dev").queries] == ["c"]
 
+    # Answers and the unanswerable flag as other SQuAD exports write them.
+    (root / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"_id": "x1", "text": "x1", "answers": [{"text": "Denver Broncos", "answer_start": 177}, {"text": " "}],
+         "source_paragraph": "p1"},
+        {"_id": "x2", "text": "x2", "answers": {"text": ["1850", "in 1850"], "answer_start": [3, 0]},
+         "source_paragraph": "p1"},
+        {"_id": "x3", "text": "x3", "answers": "Santa Clara", "source_paragraph": "p1"},
+        {"_id": "x4", "text": "x4", "is_impossible": "true"}, {"_id": "x5", "text": "x5", "is_impossible": 1}]))
+    x1, x2, x3, x4, x5 = load_beir(root).queries
+    assert x1.answers == ("Denver Broncos",) and x2.answers == ("1850", "in 1850") and x3.answers == ("Santa Clara",)
+    assert x1.answerable and x2.answerable and not x4.answerable and not x5.answerable
+
 
 def _top_logit_auroc(ce, examples):
     import torch
