@@ -34,15 +34,21 @@ class BeirSet:
     queries: tuple[LabelledQuery, ...]
 
 
-def _read_jsonl(path: Path) -> Iterable[dict]:
+def _read_jsonl(path: Path, required: Sequence[str] = ("_id",)) -> Iterable[dict]:
     try:
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, start=1):
                 if line.strip():
                     try:
-                        yield json.loads(line)
+                        row = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise DatasetError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                    missing = [k for k in required if not isinstance(row, dict) or row.get(k) is None]
+                    if missing:
+                        raise DatasetError(f"{path}:{n}: no {' or '.join(repr(k) for k in missing)} field "
+                                           f"(each line of a BEIR {path.name} is an object with "
+                                           f"{', '.join(repr(k) for k in required)})")
+                    yield row
     except FileNotFoundError:
         raise DatasetError(f"{path} does not exist (a BEIR folder has corpus.jsonl and queries.jsonl)") from None
 
@@ -68,12 +74,19 @@ def load_beir(folder: str | Path, split: str | None = None, unanswerable_field: 
         tsvs = sorted(tsvs, key=lambda t: list(prefer).index(t.stem) if t.stem in prefer else len(prefer))
     for tsv in tsvs[:1]:
         with open(tsv, encoding="utf-8") as f:
-            for row in csv.DictReader(f, delimiter="\t"):
-                qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = float(row["score"])
+            reader = csv.DictReader(f, delimiter="\t")
+            if not {"query-id", "corpus-id", "score"} <= set(reader.fieldnames or ()):
+                raise DatasetError(f"{tsv}: its first line must be the header 'query-id<TAB>corpus-id<TAB>score' "
+                                   f"(found {reader.fieldnames})")
+            for n, row in enumerate(reader, start=2):
+                try:
+                    qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = float(row["score"])
+                except (TypeError, ValueError):
+                    raise DatasetError(f"{tsv}:{n}: the score must be a number, got {row.get('score')!r}") from None
     articles = _articles(root / "corpus.jsonl")
     queries = []
-    for row in _read_jsonl(root / "queries.jsonl"):
-        qid, text = str(row["_id"]), row["text"]
+    for row in _read_jsonl(root / "queries.jsonl", required=("_id", "text")):
+        qid, text = str(row["_id"]), str(row["text"])
         answers = _answer_texts(row.get("answers"))
         if _is_true(row.get(unanswerable_field)):
             own = str(row.get("source_paragraph") or "")

@@ -174,3 +174,24 @@ def test_eval_runs_several_sets_each_against_its_own_corpus(beir_dir, tmp_path, 
     assert report["n_queries"] == 9 + 9 + 9 and report["ranking"]["n_answerable"] == 12
     assert report["refusal"]["by_unanswerable_kind"]["out_of_domain"]["n_unanswerable"] == 9
     assert report["dataset"] == [str(beir_dir), str(other)]
+
+
+def test_a_malformed_beir_folder_is_a_clear_error_naming_the_file_and_line(beir_dir, tmp_path, tiny_reranker_dir,
+                                                                            capsys):
+    queries = (beir_dir / "queries.jsonl").read_text().splitlines()
+    qrels = (beir_dir / "qrels" / "test.tsv").read_text()
+    for broken, expected in (
+            (lambda: (beir_dir / "queries.jsonl").write_text("\n".join(queries + ['{"_id": "q9"}'])),
+             "queries.jsonl:10: no 'text' field"),
+            (lambda: (beir_dir / "qrels" / "test.tsv").write_text(qrels.split("\n", 1)[1]),
+             "first line must be the header 'query-id<TAB>corpus-id<TAB>score'"),
+            (lambda: (beir_dir / "qrels" / "test.tsv").write_text(qrels + "q1\td1\thigh\n"),
+             "test.tsv:8: the score must be a number, got 'high'")):
+        (beir_dir / "queries.jsonl").write_text("\n".join(queries))
+        (beir_dir / "qrels" / "test.tsv").write_text(qrels)
+        broken()
+        capsys.readouterr()
+        assert main(["--db", str(tmp_path / "db"), "eval", str(beir_dir), "--reranker", str(tiny_reranker_dir),
+                     "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
