@@ -127,7 +127,8 @@ def pooled_closest(embedder, pairs, questions) -> np.ndarray:
     best = []
     for p, own, q in zip(texts, parts, questions):
         alone = [k for k, v in enumerate(own) if v is None]
-        for k, v in zip(alone, embedder.embed_documents([chunk_sentences(p)[k] for k in alone])):
+        sentences = chunk_sentences(p) if alone else []
+        for k, v in zip(alone, embedder.embed_documents([sentences[k] for k in alone])):
             own[k] = v
         POOLED_FALLBACK[0] += len(alone)
         POOLED_FALLBACK[1] += len(own)

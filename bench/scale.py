@@ -245,10 +245,7 @@ def build_replicated(cache: Path, size: str, vector_index: bool = True, access_g
     info["fts_index_s"] = round(time.perf_counter() - t, 1)
     if vector_index and replicas(size) > 1:
         t = time.perf_counter()
-        n = info["rows"]
-        store.build_vector_index()
-        info["vector_index"] = {"type": "IVF_PQ", "num_partitions": max(16, int(n ** 0.5)), "num_sub_vectors": 48,
-                                "seconds": round(time.perf_counter() - t, 1)}
+        info["vector_index"] = {**store.build_vector_index(), "seconds": round(time.perf_counter() - t, 1)}
     info_path.write_text(json.dumps(info, indent=2) + "\n")
     log(f"built {name}: {info}")
     return info

@@ -387,20 +387,22 @@ class ChunkStore:
         return any(i.columns == ["vector"] and i.index_type.lower().startswith("ivf")
                    for i in self.table.list_indices())
 
-    def build_vector_index(self) -> None:
+    def build_vector_index(self) -> dict[str, int | str]:
         """Build an approximate (IVF_PQ) index of the chunk vectors; run after ingest, never on the request path.
         Searched with `VECTOR_REFINE_FACTOR`, it answers in ~10 ms at 100k-300k chunks where the exact search
-        takes 60-200 ms (bench/README.md, scale.py). Later writes join it as the table is compacted."""
+        takes 60-200 ms (bench/README.md, scale.py). Later writes join it as the table is compacted. Returns
+        how it was built."""
         if self.table is None:
-            return
+            return {}
         from lancedb.index import IvfPq
 
-        n = self.count()
         dimension = self.table.schema.field("vector").type.list_size
         # sqrt(n) partitions, as LanceDB advises; sub-vectors of 8 dimensions (48 for MiniLM's 384).
-        sub_vectors = dimension // 8 if dimension % 8 == 0 else 1
-        self.table.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=max(16, int(n ** 0.5)),
-                                                       num_sub_vectors=sub_vectors), replace=True)
+        built = {"type": "IVF_PQ", "num_partitions": max(16, int(self.count() ** 0.5)),
+                 "num_sub_vectors": dimension // 8 if dimension % 8 == 0 else 1}
+        self.table.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=built["num_partitions"],
+                                                       num_sub_vectors=built["num_sub_vectors"]), replace=True)
+        return built
 
     def _scan(self, columns: list[str] | None) -> pa.Table:
         query = self.table.search()
@@ -486,23 +488,29 @@ class ChunkStore:
             self._sentences_missing_at = now if self._sentences_table is None else None
         return self._sentences_table
 
+    def _unreadable_sentences(self, e: Exception) -> StoreError:
+        return StoreError(f"cannot read the sentence vectors in '{self.sentences_table_name}' at '{self.uri}': "
+                          f"{e}; remove that table and ingest again (the chunks are kept)")
+
+    @staticmethod
+    def _sentences_of(chunk_ids: Sequence[str], sentencing: str) -> str:
+        """The condition for the sentence-vector rows of `chunk_ids` made under `sentencing`."""
+        return f"sentencing = {sql_str(sentencing)} AND chunk_id IN (" + ", ".join(map(sql_str, chunk_ids)) + ")"
+
     def sentence_vectors(self, chunk_ids: Sequence[str], sentencing: str) -> dict[str, np.ndarray]:
         """{chunk id: its stored sentence vectors, (sentences, dim) float32} for those of `chunk_ids` stored
         under `sentencing`; a knowledge base without any gives {}."""
         table = self._sentences(asked=True) if chunk_ids else None
         if table is None:
             return {}
-        where = (f"sentencing = {sql_str(sentencing)} AND chunk_id IN ("
-                 + ", ".join(sql_str(i) for i in chunk_ids) + ")")
         try:
-            rows = table.search().where(where).select(["chunk_id", "vectors"]).limit(len(chunk_ids)).to_arrow()
+            rows = table.search().where(self._sentences_of(chunk_ids, sentencing)).select(["chunk_id", "vectors"]).limit(len(chunk_ids)).to_arrow()
             dimension = self.table.schema.field("vector").type.list_size
             return {chunk_id: np.asarray(flat, dtype=np.float32).reshape(-1, dimension)
                     for chunk_id, flat in zip(rows.column("chunk_id").to_pylist(),
                                               rows.column("vectors").to_numpy(zero_copy_only=False))}
         except Exception as e:  # LanceDB's own errors, or rows that are not vectors of this dimension
-            raise StoreError(f"cannot read the sentence vectors in '{self.sentences_table_name}' at '{self.uri}': "
-                             f"{e}; remove that table and ingest again (the chunks are kept)") from e
+            raise self._unreadable_sentences(e) from e
 
     def chunks_with_sentence_vectors(self, chunk_ids: Sequence[str], sentencing: str) -> set[str]:
         """Those of `chunk_ids` with sentence vectors stored under `sentencing`: their ids only, not the vectors."""
@@ -512,13 +520,11 @@ class ChunkStore:
         found: set[str] = set()
         try:
             for at in range(0, len(chunk_ids), _IDS_PER_STATEMENT):
-                ids = chunk_ids[at:at + _IDS_PER_STATEMENT]
-                where = f"sentencing = {sql_str(sentencing)} AND chunk_id IN (" + ", ".join(map(sql_str, ids)) + ")"
+                where = self._sentences_of(chunk_ids[at:at + _IDS_PER_STATEMENT], sentencing)
                 found.update(table.search().where(where).select(["chunk_id"]).limit(None).to_arrow()
                              .column("chunk_id").to_pylist())
         except Exception as e:
-            raise StoreError(f"cannot read the sentence vectors in '{self.sentences_table_name}' at '{self.uri}': "
-                             f"{e}; remove that table and ingest again (the chunks are kept)") from e
+            raise self._unreadable_sentences(e) from e
         return found
 
     def chunks_lacking_sentence_vectors(self, sentencing: str) -> list[tuple[str, str]]:
@@ -531,8 +537,7 @@ class ChunkStore:
                 table.search().where(f"sentencing = {sql_str(sentencing)}").select(["chunk_id"]).limit(None)
                 .to_arrow().column("chunk_id").to_pylist())
         except Exception as e:
-            raise StoreError(f"cannot read the sentence vectors in '{self.sentences_table_name}' at '{self.uri}': "
-                             f"{e}; remove that table and ingest again (the chunks are kept)") from e
+            raise self._unreadable_sentences(e) from e
         if not set(self._scan(["id"]).column("id").to_pylist()) - have:
             return []  # the usual re-ingest: every chunk's text stays unread
         chunks = self._scan(["id", "text"])

@@ -369,8 +369,9 @@ def tidy(store: ChunkStore, changed: bool, sentences_changed: bool, full_text_in
         store.index_access()
         if sentences_changed:
             store.index_sentence_vectors()
-    count = store.count() if store.exists() else 0
-    if (full_text_index_from is not None and store.exists() and count >= full_text_index_from
+    exists = store.exists()
+    count = store.count() if exists else 0
+    if (full_text_index_from is not None and exists and count >= full_text_index_from
             and (changed or not store.has_full_text_index())):
         store.build_full_text_index()
     if count >= VECTOR_INDEX_MIN_CHUNKS and not store.has_vector_index():
